@@ -1,0 +1,219 @@
+//! The conversion pipeline: inspect → plan → (stop on dry run) → copy → journal replay →
+//! edit → verify → bootloader → commit. Nothing appears at the destination until the last
+//! step, and the source is only ever read.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::blockdev::{BlockSink, BlockSource, LocalFileSink, LocalFileSource};
+use crate::disk::layout::{LayoutError, LayoutKind};
+use crate::disk::superblock::Superblock;
+use crate::ext2fs::{BACKUP_SUFFIX, Ext2Error, Ext2Fs};
+use crate::fsck::{self, FsckError};
+use crate::grub::{self, GrubError, GrubPc};
+use crate::inspect::{self, InspectError};
+use crate::plan::{self, EditAction, Plan, PlanOptions};
+use crate::progress::Progress;
+
+const COPY_CHUNK: usize = 4 << 20;
+
+/// What to convert and how.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub layout: LayoutKind,
+    pub size_gib: Option<u64>,
+    pub grub_dir: Option<PathBuf>,
+    /// Replace an existing destination.
+    pub force: bool,
+    pub quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Grub(#[from] GrubError),
+    #[error("editing the converted filesystem: {0}")]
+    Edit(#[from] Ext2Error),
+    #[error("checking the converted filesystem: {0}")]
+    Fsck(#[from] FsckError),
+    #[error("{path}: {err}")]
+    Open { path: PathBuf, err: std::io::Error },
+    #[error("{path} already exists (pass --force to replace it)")]
+    DestExists { path: PathBuf },
+    #[error("the destination {0} is the source")]
+    DestIsSource(PathBuf),
+    #[error("{context} {target} at offset {offset}: {err}")]
+    Io { context: &'static str, target: String, offset: u64, err: std::io::Error },
+    #[error("the journal of the copy still needs recovery after e2fsck replayed it")]
+    JournalNotReplayed,
+}
+
+/// What a finished conversion did.
+#[derive(Debug, Serialize)]
+pub struct ConvertReport {
+    pub plan: Plan,
+    pub bytes_copied: u64,
+    pub seconds: f64,
+}
+
+/// Opens the source and computes the plan, writing nothing.
+pub fn plan_only(source: &Path, opts: &PlanOptions) -> Result<Plan, ConvertError> {
+    let src = open_source(source)?;
+    let guest = inspect::inspect(&src)?;
+    Ok(plan::build(&guest, src.len(), opts)?)
+}
+
+fn open_source(source: &Path) -> Result<LocalFileSource, ConvertError> {
+    LocalFileSource::open(source).map_err(|err| ConvertError::Open { path: source.to_path_buf(), err })
+}
+
+/// Runs the whole conversion.
+pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
+    let started = Instant::now();
+    let src = open_source(&opts.source)?;
+    check_destination(opts)?;
+    let plan_opts = PlanOptions { layout: opts.layout, size_gib: opts.size_gib, destination: Some(opts.dest.display().to_string()) };
+    let guest = inspect::inspect(&src)?;
+    let first_plan = plan::build(&guest, src.len(), &plan_opts)?;
+    tracing::info!(source = %src.describe(), shape = guest.layout.shape, uuid = %guest.layout.fs.uuid, "inspected");
+
+    let grub = GrubPc::locate(opts.grub_dir.as_deref())?;
+    let fs_uuid = guest.layout.fs.uuid.clone();
+    let images = grub.build(&fs_uuid, &guest.boot.path, guest.boot.dialect)?;
+
+    let disk = first_plan.disk.clone();
+    let mut sink: Box<dyn BlockSink> = Box::new(
+        LocalFileSink::create(&opts.dest, disk.disk_size)
+            .map_err(|err| ConvertError::Open { path: opts.dest.clone(), err })?,
+    );
+    let copied = copy_filesystem(&src, guest.layout.fs_offset, guest.layout.fs.size_bytes(), sink.as_mut(), disk.root_start, opts.quiet)?;
+    tracing::info!(bytes = copied, "copied the root filesystem");
+    let staging = sink.staging_path().to_path_buf();
+
+    if guest.layout.fs.needs_recovery {
+        tracing::info!("replaying the journal on the copy");
+        fsck::replay_journal(&staging, disk.root_start)?;
+        let sb = Superblock::read(&LocalFileSource::open(&staging).map_err(|err| ConvertError::Open { path: staging.clone(), err })?, disk.root_start)
+            .map_err(|err| ConvertError::Io { context: "reading the superblock of", target: staging.display().to_string(), offset: disk.root_start, err })?;
+        if sb.is_none_or(|s| s.needs_recovery) {
+            return Err(ConvertError::JournalNotReplayed);
+        }
+    }
+
+    // Plan the edits again from the copy: after a replay, its files are the ones to edit.
+    let mut fs = Ext2Fs::open(&staging, disk.root_start, true)?;
+    let mut layout = guest.layout.clone();
+    layout.fs.needs_recovery = false;
+    let copy_guest = inspect::inspect_fs(&src.describe(), layout, &fs)?;
+    let mut final_plan = plan::build(&copy_guest, src.len(), &plan_opts)?;
+    final_plan.journal_replay = first_plan.journal_replay;
+    final_plan.warnings = first_plan.warnings.clone();
+    apply_edits(&mut fs, &final_plan)?;
+    fs.close()?;
+    fsck::check_clean(&staging, disk.root_start)?;
+
+    // The first MiB goes last: until then the image has no bootable MBR.
+    let boot_sector = grub::patch_boot_img(&images.boot_img, disk.core_lba);
+    let disk_id = u32::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..4].try_into().expect("4 bytes"));
+    for (offset, bytes) in disk.boot_regions(&boot_sector, &images.core_img, disk_id, uuid::Uuid::new_v4())? {
+        sink.write_all_at(offset, &bytes).map_err(|err| ConvertError::Io {
+            context: "writing",
+            target: staging.display().to_string(),
+            offset,
+            err,
+        })?;
+    }
+    let dest = sink.describe();
+    sink.commit().map_err(|err| ConvertError::Io { context: "committing", target: dest, offset: 0, err })?;
+    Ok(ConvertReport { plan: final_plan, bytes_copied: copied, seconds: started.elapsed().as_secs_f64() })
+}
+
+fn check_destination(opts: &ConvertOptions) -> Result<(), ConvertError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dest_meta) = std::fs::metadata(&opts.dest) else { return Ok(()) };
+    let src_meta = std::fs::metadata(&opts.source).map_err(|err| ConvertError::Open { path: opts.source.clone(), err })?;
+    if dest_meta.dev() == src_meta.dev() && dest_meta.ino() == src_meta.ino() {
+        return Err(ConvertError::DestIsSource(opts.dest.clone()));
+    }
+    if !opts.force {
+        return Err(ConvertError::DestExists { path: opts.dest.clone() });
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes of filesystem from `src_off` to `dst_off`, skipping holes and zeros.
+fn copy_filesystem(
+    src: &dyn BlockSource,
+    src_off: u64,
+    len: u64,
+    sink: &mut dyn BlockSink,
+    dst_off: u64,
+    quiet: bool,
+) -> Result<u64, ConvertError> {
+    let end = src_off + len;
+    let ranges: Vec<(u64, u64)> = src
+        .data_ranges()
+        .map_err(|err| ConvertError::Io { context: "mapping the data of", target: src.describe(), offset: 0, err })?
+        .into_iter()
+        .map(|r| (r.start.max(src_off), r.end.min(end)))
+        .filter(|(s, e)| s < e)
+        .collect();
+    let total: u64 = ranges.iter().map(|(s, e)| e - s).sum();
+    let mut progress = Progress::new("copying", total, quiet);
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut written = 0u64;
+    for (start, stop) in ranges {
+        let mut pos = start;
+        while pos < stop {
+            let n = ((stop - pos) as usize).min(COPY_CHUNK);
+            let chunk = &mut buf[..n];
+            src.read_exact_at(pos, chunk)
+                .map_err(|err| ConvertError::Io { context: "reading", target: src.describe(), offset: pos, err })?;
+            if chunk.iter().any(|&b| b != 0) {
+                let at = dst_off + (pos - src_off);
+                sink.write_all_at(at, chunk).map_err(|err| ConvertError::Io {
+                    context: "writing",
+                    target: sink.staging_path().display().to_string(),
+                    offset: at,
+                    err,
+                })?;
+                written += n as u64;
+            }
+            progress.add(n as u64);
+            pos += n as u64;
+        }
+    }
+    progress.finish();
+    Ok(written)
+}
+
+fn apply_edits(fs: &mut Ext2Fs, plan: &Plan) -> Result<(), ConvertError> {
+    for e in &plan.edits {
+        match e.action {
+            EditAction::Rewrite => {
+                let text = e.new_text.as_deref().expect("a rewrite has new text");
+                fs.replace_file(&e.path, text.as_bytes())?;
+            }
+            EditAction::Create => {
+                let text = e.new_text.as_deref().expect("a create has text");
+                let (dir, name) = e.path.rsplit_once('/').expect("absolute path");
+                let like = e.like.as_deref().unwrap_or(dir);
+                fs.create_file_like(if dir.is_empty() { "/" } else { dir }, name, like, 0o644, text.as_bytes())?;
+            }
+            EditAction::MoveAside => {
+                let name = e.path.rsplit('/').next().expect("a name");
+                fs.rename(&e.path, &format!("{name}{BACKUP_SUFFIX}"))?;
+            }
+        }
+        tracing::info!(path = %e.path, action = ?e.action, "edited");
+    }
+    Ok(())
+}

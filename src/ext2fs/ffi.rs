@@ -1,0 +1,196 @@
+//! Raw declarations for the parts of libext2fs (e2fsprogs >= 1.46) that pv2hvm calls.
+//!
+//! Only opaque handles cross the boundary, except `ext2_inode`, whose 128-byte layout is the
+//! on-disk one and has not changed since ext2.
+#![allow(non_camel_case_types)]
+
+use libc::{c_char, c_int, c_long, c_uint, c_void, size_t};
+
+pub type errcode_t = c_long;
+pub type ext2_ino_t = u32;
+pub type ext2_filsys = *mut c_void;
+pub type ext2_file_t = *mut c_void;
+pub type io_manager = *mut c_void;
+pub type xattr_handle = *mut c_void;
+pub type extent_handle = *mut c_void;
+
+pub const EXT2_ROOT_INO: ext2_ino_t = 2;
+pub const EXT2_FLAG_RW: c_int = 0x01;
+pub const EXT2_FLAG_64BITS: c_int = 0x20000;
+pub const EXT2_FILE_WRITE: c_int = 0x0001;
+pub const EXT2_FT_REG_FILE: c_int = 1;
+pub const XATTR_HANDLE_FLAG_RAW: c_uint = 0x0001;
+pub const EXT2_ET_DIR_NO_SPACE: errcode_t = 2133571366;
+pub const EXT2_ET_FILE_NOT_FOUND: errcode_t = 2133571404;
+pub const EXT4_EXTENTS_FL: u32 = 0x0008_0000;
+
+/// `struct ext2_inode`: the classic 128-byte on-disk inode, Linux `osd2` flavour.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ext2_inode {
+    pub i_mode: u16,
+    pub i_uid: u16,
+    pub i_size: u32,
+    pub i_atime: u32,
+    pub i_ctime: u32,
+    pub i_mtime: u32,
+    pub i_dtime: u32,
+    pub i_gid: u16,
+    pub i_links_count: u16,
+    pub i_blocks: u32,
+    pub i_flags: u32,
+    pub osd1: u32,
+    pub i_block: [u32; 15],
+    pub i_generation: u32,
+    pub i_file_acl: u32,
+    pub i_size_high: u32,
+    pub i_faddr: u32,
+    pub l_i_blocks_hi: u16,
+    pub l_i_file_acl_high: u16,
+    pub l_i_uid_high: u16,
+    pub l_i_gid_high: u16,
+    pub l_i_checksum_lo: u16,
+    pub l_i_reserved: u16,
+}
+
+/// `struct ext2_dir_entry`: the name follows the header.
+#[repr(C)]
+pub struct ext2_dir_entry {
+    pub inode: u32,
+    pub rec_len: u16,
+    pub name_len: u16,
+}
+
+pub type DirIterFn = unsafe extern "C" fn(
+    dir: ext2_ino_t,
+    entry: c_int,
+    dirent: *mut ext2_dir_entry,
+    offset: c_int,
+    blocksize: c_int,
+    buf: *mut c_char,
+    priv_data: *mut c_void,
+) -> c_int;
+
+pub type XattrIterFn = unsafe extern "C" fn(
+    name: *mut c_char,
+    value: *mut c_char,
+    value_len: size_t,
+    data: *mut c_void,
+) -> c_int;
+
+unsafe extern "C" {
+    pub static unix_io_manager: io_manager;
+
+    pub fn ext2fs_open2(
+        name: *const c_char,
+        io_options: *const c_char,
+        flags: c_int,
+        superblock: c_int,
+        block_size: c_uint,
+        manager: io_manager,
+        ret_fs: *mut ext2_filsys,
+    ) -> errcode_t;
+    pub fn ext2fs_read_bitmaps(fs: ext2_filsys) -> errcode_t;
+    pub fn ext2fs_close_free(fs: *mut ext2_filsys) -> errcode_t;
+    pub fn ext2fs_free(fs: ext2_filsys);
+
+    pub fn ext2fs_lookup(
+        fs: ext2_filsys,
+        dir: ext2_ino_t,
+        name: *const c_char,
+        namelen: c_int,
+        buf: *mut c_char,
+        inode: *mut ext2_ino_t,
+    ) -> errcode_t;
+    pub fn ext2fs_read_inode(fs: ext2_filsys, ino: ext2_ino_t, inode: *mut ext2_inode)
+    -> errcode_t;
+    pub fn ext2fs_write_new_inode(
+        fs: ext2_filsys,
+        ino: ext2_ino_t,
+        inode: *mut ext2_inode,
+    ) -> errcode_t;
+    pub fn ext2fs_dir_iterate2(
+        fs: ext2_filsys,
+        dir: ext2_ino_t,
+        flags: c_int,
+        block_buf: *mut c_char,
+        func: DirIterFn,
+        priv_data: *mut c_void,
+    ) -> errcode_t;
+
+    pub fn ext2fs_file_open(
+        fs: ext2_filsys,
+        ino: ext2_ino_t,
+        flags: c_int,
+        ret: *mut ext2_file_t,
+    ) -> errcode_t;
+    pub fn ext2fs_file_close(file: ext2_file_t) -> errcode_t;
+    pub fn ext2fs_file_read(
+        file: ext2_file_t,
+        buf: *mut c_void,
+        wanted: c_uint,
+        got: *mut c_uint,
+    ) -> errcode_t;
+    pub fn ext2fs_file_write(
+        file: ext2_file_t,
+        buf: *const c_void,
+        nbytes: c_uint,
+        written: *mut c_uint,
+    ) -> errcode_t;
+    pub fn ext2fs_file_set_size2(file: ext2_file_t, size: u64) -> errcode_t;
+
+    pub fn ext2fs_new_inode(
+        fs: ext2_filsys,
+        dir: ext2_ino_t,
+        mode: c_int,
+        map: *mut c_void,
+        ret: *mut ext2_ino_t,
+    ) -> errcode_t;
+    pub fn ext2fs_link(
+        fs: ext2_filsys,
+        dir: ext2_ino_t,
+        name: *const c_char,
+        ino: ext2_ino_t,
+        flags: c_int,
+    ) -> errcode_t;
+    pub fn ext2fs_unlink(
+        fs: ext2_filsys,
+        dir: ext2_ino_t,
+        name: *const c_char,
+        ino: ext2_ino_t,
+        flags: c_int,
+    ) -> errcode_t;
+    pub fn ext2fs_expand_dir(fs: ext2_filsys, dir: ext2_ino_t) -> errcode_t;
+    pub fn ext2fs_inode_alloc_stats2(fs: ext2_filsys, ino: ext2_ino_t, inuse: c_int, isdir: c_int);
+    pub fn ext2fs_extent_open2(
+        fs: ext2_filsys,
+        ino: ext2_ino_t,
+        inode: *mut ext2_inode,
+        handle: *mut extent_handle,
+    ) -> errcode_t;
+    pub fn ext2fs_extent_free(handle: extent_handle);
+
+    pub fn ext2fs_xattrs_open(fs: ext2_filsys, ino: ext2_ino_t, handle: *mut xattr_handle)
+    -> errcode_t;
+    pub fn ext2fs_xattrs_flags(
+        handle: xattr_handle,
+        new_flags: *mut c_uint,
+        old_flags: *mut c_uint,
+    ) -> errcode_t;
+    pub fn ext2fs_xattrs_read(handle: xattr_handle) -> errcode_t;
+    pub fn ext2fs_xattrs_iterate(
+        handle: xattr_handle,
+        func: XattrIterFn,
+        data: *mut c_void,
+    ) -> errcode_t;
+    pub fn ext2fs_xattr_set(
+        handle: xattr_handle,
+        key: *const c_char,
+        value: *const c_void,
+        value_len: size_t,
+    ) -> errcode_t;
+    pub fn ext2fs_xattrs_close(handle: *mut xattr_handle) -> errcode_t;
+
+    pub fn error_message(code: errcode_t) -> *const c_char;
+    pub fn initialize_ext2_error_table();
+}

@@ -1,0 +1,204 @@
+//! GRUB 2 for i386-pc BIOS boot, installed without grub-install: boot.img is patched the way
+//! grub-bios-setup patches it, and a self-contained core.img (every module embedded, since a PV
+//! guest has no /boot/grub/i386-pc) is built with the host's grub-mkimage. Its embedded config
+//! finds the root filesystem by UUID and hands over to the guest's own config.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::disk::layout::SECTOR;
+
+/// Where Debian's grub-pc-bin puts the i386-pc images and modules.
+pub const DEFAULT_GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
+
+/// Modules embedded into core.img: disk and filesystem access, both config dialects, the
+/// serial console, and what legacy_configfile's translation calls (linux16, sleep, loadenv).
+pub const MODULES: &[&str] = &[
+    "biosdisk", "part_msdos", "part_gpt", "ext2", "legacycfg", "normal", "linux", "linux16", "search",
+    "search_fs_uuid", "search_fs_file", "search_label", "serial", "terminal", "terminfo", "echo", "test",
+    "configfile", "sleep", "loadenv", "gzio", "minicmd", "cat",
+];
+
+// Offsets in boot.img and core.img (GRUB include/grub/i386/pc/boot.h, kernel.h).
+const KERNEL_SECTOR: usize = 0x5C;
+const DRIVE_CHECK: usize = 0x66;
+const CORE_BLOCKLIST_START: usize = 0x1F4;
+
+/// Which dialect the guest's config is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigDialect {
+    /// GRUB legacy menu.lst / grub.conf, read through `legacy_configfile`.
+    Legacy,
+    /// GRUB 2 grub.cfg, read through `configfile`.
+    Grub2,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrubError {
+    #[error("GRUB i386-pc file {path} is missing: install the grub-pc-bin package (or pass --grub-dir)")]
+    MissingImage { path: PathBuf },
+    #[error("grub-mkimage was not found on PATH: install the grub-common package")]
+    MkimageMissing,
+    #[error("grub-mkimage failed ({status}): {stderr}")]
+    Mkimage { status: String, stderr: String },
+    #[error("{path}: boot.img must be exactly 512 bytes, found {len}")]
+    BadBootImg { path: PathBuf, len: usize },
+    #[error("{context}: {err}")]
+    Io { context: String, err: std::io::Error },
+}
+
+/// The host's GRUB i386-pc installation.
+#[derive(Clone, Debug)]
+pub struct GrubPc {
+    pub dir: PathBuf,
+    pub mkimage: PathBuf,
+}
+
+/// The two pieces a BIOS bootloader install writes.
+pub struct BootImages {
+    pub boot_img: [u8; 512],
+    pub core_img: Vec<u8>,
+}
+
+impl GrubPc {
+    /// Finds boot.img, the modules and grub-mkimage, naming the package for what is missing.
+    pub fn locate(grub_dir: Option<&Path>) -> Result<Self, GrubError> {
+        let dir = grub_dir.map_or_else(|| PathBuf::from(DEFAULT_GRUB_DIR), Path::to_path_buf);
+        for f in ["boot.img", "kernel.img", "biosdisk.mod", "legacycfg.mod"] {
+            let path = dir.join(f);
+            if !path.is_file() {
+                return Err(GrubError::MissingImage { path });
+            }
+        }
+        let mkimage = find_on_path("grub-mkimage").ok_or(GrubError::MkimageMissing)?;
+        Ok(GrubPc { dir, mkimage })
+    }
+
+    /// The config embedded in core.img.
+    pub fn embedded_config(fs_uuid: &str, guest_config: &str, dialect: ConfigDialect) -> String {
+        let handover = match dialect {
+            ConfigDialect::Legacy => "legacy_configfile",
+            ConfigDialect::Grub2 => "configfile",
+        };
+        format!(
+            "search --no-floppy --fs-uuid --set=root {fs_uuid}\n\
+             set prefix=($root)/boot/grub\n\
+             serial --unit=0 --speed=115200\n\
+             terminal_input console serial\n\
+             terminal_output console serial\n\
+             {handover} {guest_config}\n"
+        )
+    }
+
+    /// Reads boot.img and builds core.img for a root filesystem `fs_uuid` whose config is
+    /// `guest_config`.
+    pub fn build(&self, fs_uuid: &str, guest_config: &str, dialect: ConfigDialect) -> Result<BootImages, GrubError> {
+        let boot_path = self.dir.join("boot.img");
+        let boot = std::fs::read(&boot_path)
+            .map_err(|err| GrubError::Io { context: format!("reading {}", boot_path.display()), err })?;
+        let boot_img: [u8; 512] = boot
+            .as_slice()
+            .try_into()
+            .map_err(|_| GrubError::BadBootImg { path: boot_path.clone(), len: boot.len() })?;
+        let tmp = tempfile::tempdir().map_err(|err| GrubError::Io { context: "creating a temporary directory".into(), err })?;
+        let cfg = tmp.path().join("embedded.cfg");
+        let core = tmp.path().join("core.img");
+        std::fs::write(&cfg, Self::embedded_config(fs_uuid, guest_config, dialect))
+            .map_err(|err| GrubError::Io { context: format!("writing {}", cfg.display()), err })?;
+        let out = Command::new(&self.mkimage)
+            .arg("-O")
+            .arg("i386-pc")
+            .arg("-d")
+            .arg(&self.dir)
+            .arg("-o")
+            .arg(&core)
+            .arg("-c")
+            .arg(&cfg)
+            .arg("-p")
+            .arg("/boot/grub")
+            .args(MODULES)
+            .output()
+            .map_err(|err| GrubError::Io { context: format!("running {}", self.mkimage.display()), err })?;
+        if !out.status.success() {
+            return Err(GrubError::Mkimage {
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let core_img = std::fs::read(&core)
+            .map_err(|err| GrubError::Io { context: format!("reading {}", core.display()), err })?;
+        Ok(BootImages { boot_img, core_img })
+    }
+}
+
+/// Patches boot.img as grub-bios-setup does for a hard disk: the LBA of core.img's first
+/// sector at 0x5C and NOPs over the drive-check jump at 0x66. Bytes 0x1B8–0x1FD (disk
+/// signature and partition table) are the caller's to fill.
+pub fn patch_boot_img(boot_img: &[u8; 512], core_lba: u64) -> [u8; 512] {
+    let mut out = *boot_img;
+    out[KERNEL_SECTOR..KERNEL_SECTOR + 8].copy_from_slice(&core_lba.to_le_bytes());
+    out[DRIVE_CHECK] = 0x90;
+    out[DRIVE_CHECK + 1] = 0x90;
+    out
+}
+
+/// Points core.img's first-sector blocklist at the rest of core.img when core.img starts at
+/// `core_lba` (grub-mkimage pre-fills it for LBA 1).
+pub fn place_core_img(core: &mut [u8], core_lba: u64) {
+    if core.len() >= CORE_BLOCKLIST_START + 8 {
+        core[CORE_BLOCKLIST_START..CORE_BLOCKLIST_START + 8].copy_from_slice(&(core_lba + 1).to_le_bytes());
+    }
+}
+
+/// Sectors core.img occupies.
+pub fn core_sectors(core: &[u8]) -> u64 {
+    (core.len() as u64).div_ceil(SECTOR)
+}
+
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_kernel_sector_and_drive_check_only() {
+        let mut img = [0u8; 512];
+        img[DRIVE_CHECK] = 0xEB;
+        img[DRIVE_CHECK + 1] = 0x05;
+        img[0x1B8] = 0x11;
+        let out = patch_boot_img(&img, 2048);
+        assert_eq!(u64::from_le_bytes(out[0x5C..0x64].try_into().unwrap()), 2048);
+        assert_eq!(&out[0x66..0x68], &[0x90, 0x90]);
+        let changed: Vec<usize> = (0..512).filter(|&i| out[i] != img[i]).collect();
+        assert_eq!(changed, vec![0x5D, 0x66, 0x67]);
+    }
+
+    #[test]
+    fn blocklist_follows_core_placement() {
+        let mut core = vec![0u8; 1024];
+        core[0x1F4] = 2;
+        place_core_img(&mut core, 1);
+        assert_eq!(u64::from_le_bytes(core[0x1F4..0x1FC].try_into().unwrap()), 2);
+        place_core_img(&mut core, 2048);
+        assert_eq!(u64::from_le_bytes(core[0x1F4..0x1FC].try_into().unwrap()), 2049);
+    }
+
+    #[test]
+    fn embedded_config_hands_over() {
+        let c = GrubPc::embedded_config("abcd", "/boot/grub/menu.lst", ConfigDialect::Legacy);
+        assert!(c.starts_with("search --no-floppy --fs-uuid --set=root abcd\n"));
+        assert!(c.ends_with("legacy_configfile /boot/grub/menu.lst\n"));
+        let c = GrubPc::embedded_config("abcd", "/boot/grub2/grub.cfg", ConfigDialect::Grub2);
+        assert!(c.ends_with("\nconfigfile /boot/grub2/grub.cfg\n"));
+    }
+}

@@ -15,6 +15,9 @@ pub trait BlockSource: Send + Sync {
     fn describe(&self) -> String;
     /// Size in bytes.
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Fills `buf` from `offset`; reading past the end is an error.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Byte ranges that may hold data, in order; the rest reads as zeros.
@@ -29,7 +32,8 @@ pub trait BlockSource: Send + Sync {
 /// [`BlockSink::commit`] succeeds; dropping an uncommitted sink removes what it wrote.
 pub trait BlockSink {
     fn describe(&self) -> String;
-    fn len(&self) -> u64;
+    /// Size of the disk being written, in bytes.
+    fn disk_size(&self) -> u64;
     fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// The local staging image that libext2fs and e2fsck work on.
     fn staging_path(&self) -> &Path;
@@ -104,7 +108,7 @@ pub fn data_ranges(file: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
             match err.raw_os_error() {
                 Some(libc::ENXIO) => break,
                 Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) if out.is_empty() => {
-                    return Ok(vec![0..len]);
+                    return Ok(std::iter::once(0..len).collect());
                 }
                 _ => return Err(err),
             }
@@ -147,7 +151,7 @@ impl BlockSink for LocalFileSink {
     fn describe(&self) -> String {
         self.dest.display().to_string()
     }
-    fn len(&self) -> u64 {
+    fn disk_size(&self) -> u64 {
         self.len
     }
     fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {

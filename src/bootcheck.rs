@@ -59,7 +59,13 @@ pub struct BootCheck {
 
 impl BootCheck {
     pub fn new(image: &Path, bus: DiskBus) -> Self {
-        BootCheck { image: image.to_path_buf(), bus, timeout: Duration::from_secs(240), memory_mib: 1024, console_log: None }
+        BootCheck {
+            image: image.to_path_buf(),
+            bus,
+            timeout: Duration::from_secs(240),
+            memory_mib: 1024,
+            console_log: None,
+        }
     }
 }
 
@@ -118,7 +124,11 @@ pub fn qemu_args(check: &BootCheck) -> Vec<String> {
     let file = format!("file={},format=raw,if=none,id=d0,snapshot=on", check.image.display());
     let mut args: Vec<String> = ["-accel", "tcg", "-m"].iter().map(|s| s.to_string()).collect();
     args.push(check.memory_mib.to_string());
-    args.extend(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-net", "none", "-drive"].iter().map(|s| s.to_string()));
+    args.extend(
+        ["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-net", "none", "-drive"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     args.push(file);
     args.push("-device".into());
     args.push(match check.bus {
@@ -131,7 +141,11 @@ pub fn qemu_args(check: &BootCheck) -> Vec<String> {
 fn stage_of(line: &str) -> Option<Stage> {
     if line.contains(MARKER) {
         Some(Stage::Marker)
-    } else if line.contains("Run /sbin/init") || line.contains("systemd[1]:") || line.contains("INIT: version") || line.contains("login:") {
+    } else if line.contains("Run /sbin/init")
+        || line.contains("systemd[1]:")
+        || line.contains("INIT: version")
+        || line.contains("login:")
+    {
         Some(Stage::Userspace)
     } else if line.contains("Linux version") {
         Some(Stage::Kernel)
@@ -204,11 +218,21 @@ pub fn run(check: &BootCheck) -> Result<BootOutcome, BootCheckError> {
     let (root_device, root_rw) = match &marker {
         Some(m) => {
             let dev = m.split_whitespace().find_map(|w| w.strip_prefix("root=")).map(str::to_string);
-            let rw = m.split_whitespace().find_map(|w| w.strip_prefix("opts=")).map(|o| o.split(',').any(|x| x == "rw"));
+            let rw =
+                m.split_whitespace().find_map(|w| w.strip_prefix("opts=")).map(|o| o.split(',').any(|x| x == "rw"));
             (dev, rw)
         }
         None => (None, None),
     };
     let tail = log.iter().rev().take(15).rev().cloned().collect();
-    Ok(BootOutcome { bus: check.bus, stage, marker, root_device, root_rw, seconds: started.elapsed().as_secs_f64(), timed_out, tail })
+    Ok(BootOutcome {
+        bus: check.bus,
+        stage,
+        marker,
+        root_device,
+        root_rw,
+        seconds: started.elapsed().as_secs_f64(),
+        timed_out,
+        tail,
+    })
 }

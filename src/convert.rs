@@ -40,9 +40,9 @@ pub enum ConvertError {
     Layout(#[from] LayoutError),
     #[error(transparent)]
     Grub(#[from] GrubError),
-    #[error("editing the converted filesystem: {0}")]
+    #[error("editing the converted filesystem")]
     Edit(#[from] Ext2Error),
-    #[error("checking the converted filesystem: {0}")]
+    #[error("checking the converted filesystem")]
     Fsck(#[from] FsckError),
     #[error("{path}: {err}")]
     Open { path: PathBuf, err: std::io::Error },
@@ -80,7 +80,11 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
     let started = Instant::now();
     let src = open_source(&opts.source)?;
     check_destination(opts)?;
-    let plan_opts = PlanOptions { layout: opts.layout, size_gib: opts.size_gib, destination: Some(opts.dest.display().to_string()) };
+    let plan_opts = PlanOptions {
+        layout: opts.layout,
+        size_gib: opts.size_gib,
+        destination: Some(opts.dest.display().to_string()),
+    };
     let guest = inspect::inspect(&src)?;
     let first_plan = plan::build(&guest, src.len(), &plan_opts)?;
     tracing::info!(source = %src.describe(), shape = guest.layout.shape, uuid = %guest.layout.fs.uuid, "inspected");
@@ -94,19 +98,36 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
         LocalFileSink::create(&opts.dest, disk.disk_size)
             .map_err(|err| ConvertError::Open { path: opts.dest.clone(), err })?,
     );
-    let copied = copy_filesystem(&src, guest.layout.fs_offset, guest.layout.fs.size_bytes(), sink.as_mut(), disk.root_start, opts.quiet)?;
-    tracing::info!(bytes = copied, "copied the root filesystem");
-    let staging = sink.staging_path().to_path_buf();
-
-    if guest.layout.fs.needs_recovery {
+    let fs_len = guest.layout.fs.size_bytes();
+    let copied = if guest.layout.fs.needs_recovery {
+        // e2fsck loses `?offset=` when it re-opens the filesystem after a replay, so the
+        // journal is replayed in a filesystem-only scratch copy next to DST first.
+        let mut scratch_name = opts.dest.as_os_str().to_owned();
+        scratch_name.push(".journal");
+        let mut scratch = LocalFileSink::create(Path::new(&scratch_name), fs_len)
+            .map_err(|err| ConvertError::Open { path: scratch_name.clone().into(), err })?;
+        copy_filesystem(&src, guest.layout.fs_offset, fs_len, &mut scratch, 0, opts.quiet)?;
+        let scratch_path = scratch.staging_path().to_path_buf();
         tracing::info!("replaying the journal on the copy");
-        fsck::replay_journal(&staging, disk.root_start)?;
-        let sb = Superblock::read(&LocalFileSource::open(&staging).map_err(|err| ConvertError::Open { path: staging.clone(), err })?, disk.root_start)
-            .map_err(|err| ConvertError::Io { context: "reading the superblock of", target: staging.display().to_string(), offset: disk.root_start, err })?;
+        fsck::replay_journal(&scratch_path, 0)?;
+        let replayed = LocalFileSource::open(&scratch_path)
+            .map_err(|err| ConvertError::Open { path: scratch_path.clone(), err })?;
+        let sb = Superblock::read(&replayed, 0).map_err(|err| ConvertError::Io {
+            context: "reading the superblock of",
+            target: scratch_path.display().to_string(),
+            offset: 0,
+            err,
+        })?;
         if sb.is_none_or(|s| s.needs_recovery) {
             return Err(ConvertError::JournalNotReplayed);
         }
-    }
+        copy_filesystem(&replayed, 0, fs_len, sink.as_mut(), disk.root_start, true)?
+        // `scratch` is dropped here, removing the scratch copy.
+    } else {
+        copy_filesystem(&src, guest.layout.fs_offset, fs_len, sink.as_mut(), disk.root_start, opts.quiet)?
+    };
+    tracing::info!(bytes = copied, "copied the root filesystem");
+    let staging = sink.staging_path().to_path_buf();
 
     // Plan the edits again from the copy: after a replay, its files are the ones to edit.
     let mut fs = Ext2Fs::open(&staging, disk.root_start, true)?;
@@ -139,7 +160,8 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
 fn check_destination(opts: &ConvertOptions) -> Result<(), ConvertError> {
     use std::os::unix::fs::MetadataExt;
     let Ok(dest_meta) = std::fs::metadata(&opts.dest) else { return Ok(()) };
-    let src_meta = std::fs::metadata(&opts.source).map_err(|err| ConvertError::Open { path: opts.source.clone(), err })?;
+    let src_meta =
+        std::fs::metadata(&opts.source).map_err(|err| ConvertError::Open { path: opts.source.clone(), err })?;
     if dest_meta.dev() == src_meta.dev() && dest_meta.ino() == src_meta.ino() {
         return Err(ConvertError::DestIsSource(opts.dest.clone()));
     }
@@ -175,8 +197,12 @@ fn copy_filesystem(
         while pos < stop {
             let n = ((stop - pos) as usize).min(COPY_CHUNK);
             let chunk = &mut buf[..n];
-            src.read_exact_at(pos, chunk)
-                .map_err(|err| ConvertError::Io { context: "reading", target: src.describe(), offset: pos, err })?;
+            src.read_exact_at(pos, chunk).map_err(|err| ConvertError::Io {
+                context: "reading",
+                target: src.describe(),
+                offset: pos,
+                err,
+            })?;
             if chunk.iter().any(|&b| b != 0) {
                 let at = dst_off + (pos - src_off);
                 sink.write_all_at(at, chunk).map_err(|err| ConvertError::Io {

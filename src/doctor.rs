@@ -21,15 +21,33 @@ pub fn run(grub_dir: Option<&Path>) -> Vec<Check> {
     let file = |p: PathBuf| p.is_file().then(|| p.display().to_string());
     let tool = |n: &str| find_on_path(n).map(|p| p.display().to_string());
     vec![
-        Check { what: "GRUB i386-pc boot.img", found: file(dir.join("boot.img")), package: "grub-pc-bin", required: true },
-        Check { what: "GRUB i386-pc modules", found: file(dir.join("legacycfg.mod")).and(file(dir.join("biosdisk.mod"))).map(|_| dir.display().to_string()), package: "grub-pc-bin", required: true },
+        Check {
+            what: "GRUB i386-pc boot.img",
+            found: file(dir.join("boot.img")),
+            package: "grub-pc-bin",
+            required: true,
+        },
+        Check {
+            what: "GRUB i386-pc modules",
+            found: file(dir.join("legacycfg.mod"))
+                .and(file(dir.join("biosdisk.mod")))
+                .map(|_| dir.display().to_string()),
+            package: "grub-pc-bin",
+            required: true,
+        },
         Check { what: "grub-mkimage", found: tool("grub-mkimage"), package: "grub-common", required: true },
         Check { what: "libext2fs", found: Some(libext2fs_version()), package: "libext2fs2", required: true },
         Check { what: "e2fsck", found: tool("e2fsck"), package: "e2fsprogs", required: true },
-        Check { what: "qemu-system-x86_64 (--boot-check)", found: tool("qemu-system-x86_64"), package: "qemu-system-x86", required: false },
+        Check {
+            what: "qemu-system-x86_64 (--boot-check)",
+            found: tool("qemu-system-x86_64"),
+            package: "qemu-system-x86",
+            required: false,
+        },
         Check {
             what: "SeaBIOS (--boot-check)",
-            found: file(PathBuf::from("/usr/share/seabios/bios-256k.bin")).or_else(|| file(PathBuf::from("/usr/share/qemu/bios-256k.bin"))),
+            found: file(PathBuf::from("/usr/share/seabios/bios-256k.bin"))
+                .or_else(|| file(PathBuf::from("/usr/share/qemu/bios-256k.bin"))),
             package: "seabios",
             required: false,
         },
@@ -45,6 +63,10 @@ fn libext2fs_version() -> String {
     // SAFETY: the library returns pointers to static strings.
     unsafe {
         ext2fs_get_library_version(&mut ver, &mut date);
-        if ver.is_null() { "linked".into() } else { format!("{} (linked)", std::ffi::CStr::from_ptr(ver).to_string_lossy()) }
+        if ver.is_null() {
+            "linked".into()
+        } else {
+            format!("{} (linked)", std::ffi::CStr::from_ptr(ver).to_string_lossy())
+        }
     }
 }

@@ -19,7 +19,7 @@ fn e2fsck() -> Result<PathBuf, FsckError> {
 }
 
 fn run(image: &Path, offset: u64, args: &[&str], ok: &[i32]) -> Result<String, FsckError> {
-    let target = format!("{}?offset={offset}", image.display());
+    let target = if offset == 0 { image.display().to_string() } else { format!("{}?offset={offset}", image.display()) };
     let out = Command::new(e2fsck()?).args(args).arg(&target).output().map_err(FsckError::Spawn)?;
     let code = out.status.code().unwrap_or(-1);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -32,7 +32,8 @@ fn run(image: &Path, offset: u64, args: &[&str], ok: &[i32]) -> Result<String, F
     }
 }
 
-/// Replays the journal of the filesystem at `offset` (exit 0 or 1 is success).
+/// Replays the journal of the filesystem at `offset` (exit 0 or 1 is success). e2fsck drops
+/// `?offset=` when it re-opens the filesystem after a replay: pass a filesystem-only image.
 pub fn replay_journal(image: &Path, offset: u64) -> Result<(), FsckError> {
     run(image, offset, &["-E", "journal_only", "-y"], &[0, 1]).map(|_| ())
 }

@@ -16,9 +16,29 @@ pub const DEFAULT_GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 /// Modules embedded into core.img: disk and filesystem access, both config dialects, the
 /// serial console, and what legacy_configfile's translation calls (linux16, sleep, loadenv).
 pub const MODULES: &[&str] = &[
-    "biosdisk", "part_msdos", "part_gpt", "ext2", "legacycfg", "normal", "linux", "linux16", "search",
-    "search_fs_uuid", "search_fs_file", "search_label", "serial", "terminal", "terminfo", "echo", "test",
-    "configfile", "sleep", "loadenv", "gzio", "minicmd", "cat",
+    "biosdisk",
+    "part_msdos",
+    "part_gpt",
+    "ext2",
+    "legacycfg",
+    "normal",
+    "linux",
+    "linux16",
+    "search",
+    "search_fs_uuid",
+    "search_fs_file",
+    "search_label",
+    "serial",
+    "terminal",
+    "terminfo",
+    "echo",
+    "test",
+    "configfile",
+    "sleep",
+    "loadenv",
+    "gzio",
+    "minicmd",
+    "cat",
 ];
 
 // Offsets in boot.img and core.img (GRUB include/grub/i386/pc/boot.h, kernel.h).
@@ -103,7 +123,8 @@ impl GrubPc {
             .as_slice()
             .try_into()
             .map_err(|_| GrubError::BadBootImg { path: boot_path.clone(), len: boot.len() })?;
-        let tmp = tempfile::tempdir().map_err(|err| GrubError::Io { context: "creating a temporary directory".into(), err })?;
+        let tmp = tempfile::tempdir()
+            .map_err(|err| GrubError::Io { context: "creating a temporary directory".into(), err })?;
         let cfg = tmp.path().join("embedded.cfg");
         let core = tmp.path().join("core.img");
         std::fs::write(&cfg, Self::embedded_config(fs_uuid, guest_config, dialect))

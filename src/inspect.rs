@@ -32,7 +32,9 @@ pub enum InspectError {
     NoKernel { image: String },
     #[error("{image}: no bootloader config found (looked for {})", BOOT_CONFIGS.iter().map(|c| c.0).collect::<Vec<_>>().join(", "))]
     NoBootConfig { image: String },
-    #[error("{image}: kernel {version} cannot run as an HVM guest: {config} sets {symbol}=y (a Xen PV-only kernel); install a kernel with PVHVM support first")]
+    #[error(
+        "{image}: kernel {version} cannot run as an HVM guest: {config} sets {symbol}=y (a Xen PV-only kernel); install a kernel with PVHVM support first"
+    )]
     XenOnlyKernel { image: String, version: String, config: String, symbol: String },
 }
 
@@ -108,7 +110,14 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
         {
             let text = String::from_utf8_lossy(&fs.read_file(&r.path).map_err(fserr)?).into_owned();
             let (default_kernel, default_root) = default_entry(&text, *dialect);
-            boot = Some(BootConfig { path: p.to_string(), real_path: r.path, dialect: *dialect, text, default_kernel, default_root });
+            boot = Some(BootConfig {
+                path: p.to_string(),
+                real_path: r.path,
+                dialect: *dialect,
+                text,
+                default_kernel,
+                default_root,
+            });
             break;
         }
     }
@@ -132,7 +141,10 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
         }
     }
     let read_opt = |p: &str| -> Result<Option<GuestFile>, InspectError> {
-        Ok(fs.try_read_file(p).map_err(fserr)?.map(|b| GuestFile { path: p.to_string(), text: String::from_utf8_lossy(&b).into_owned() }))
+        Ok(fs
+            .try_read_file(p)
+            .map_err(fserr)?
+            .map(|b| GuestFile { path: p.to_string(), text: String::from_utf8_lossy(&b).into_owned() }))
     };
     let persistent_net_rules = ["/etc/udev/rules.d/70-persistent-net.rules"]
         .iter()
@@ -175,7 +187,13 @@ fn find_kernels(fs: &Ext2Fs) -> Result<Vec<Kernel>, Ext2Error> {
         let modules_dir = [format!("/lib/modules/{version}"), format!("/usr/lib/modules/{version}")]
             .into_iter()
             .find(|d| matches!(fs.try_resolve(d), Ok(Some(r)) if r.stat.kind == Kind::Dir));
-        out.push(Kernel { version: version.to_string(), image: format!("/boot/{name}"), config, initramfs, modules_dir });
+        out.push(Kernel {
+            version: version.to_string(),
+            image: format!("/boot/{name}"),
+            config,
+            initramfs,
+            modules_dir,
+        });
     }
     Ok(out)
 }
@@ -189,7 +207,9 @@ pub fn default_entry(text: &str, dialect: ConfigDialect) -> (Option<String>, Opt
         let mut words = t.split(|c: char| c.is_whitespace() || (dialect == ConfigDialect::Legacy && c == '='));
         let kw = words.next().unwrap_or("");
         match (dialect, kw) {
-            (ConfigDialect::Legacy, "default") => default = words.find(|w| !w.is_empty()).and_then(|w| w.parse().ok()).unwrap_or(0),
+            (ConfigDialect::Legacy, "default") => {
+                default = words.find(|w| !w.is_empty()).and_then(|w| w.parse().ok()).unwrap_or(0)
+            }
             (ConfigDialect::Legacy, "title") | (ConfigDialect::Grub2, "menuentry") => entries.push(Vec::new()),
             (_, "kernel" | "linux" | "linux16" | "linuxefi") => {
                 if entries.is_empty() {
@@ -215,7 +235,10 @@ mod tests {
     #[test]
     fn default_entry_legacy_and_grub2() {
         let menu = "default 1\ntitle a\nroot (hd0)\nkernel /boot/vmlinuz-a root=/dev/xvda1\ntitle b\nkernel (hd0)/boot/vmlinuz-b root=LABEL=/ ro\n";
-        assert_eq!(default_entry(menu, ConfigDialect::Legacy), (Some("/boot/vmlinuz-b".into()), Some("LABEL=/".into())));
+        assert_eq!(
+            default_entry(menu, ConfigDialect::Legacy),
+            (Some("/boot/vmlinuz-b".into()), Some("LABEL=/".into()))
+        );
         let menu = "default=0\ntitle a\nkernel /vmlinuz-a root=/dev/xvde1\n";
         assert_eq!(default_entry(menu, ConfigDialect::Legacy), (Some("/vmlinuz-a".into()), Some("/dev/xvde1".into())));
         let cfg = "set default=0\nmenuentry 'x' {\n  linux /boot/vmlinuz-x root=UUID=u ro\n}\n";

@@ -116,19 +116,41 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Cmd::Convert { src, dst, layout, size, dry_run, boot_check, boot_bus, boot_timeout, format, grub_dir, force } => {
+        Cmd::Convert {
+            src,
+            dst,
+            layout,
+            size,
+            dry_run,
+            boot_check,
+            boot_bus,
+            boot_timeout,
+            format,
+            grub_dir,
+            force,
+        } => {
             let layout = match layout {
                 Layout::Mbr => LayoutKind::Mbr,
                 Layout::Gpt => LayoutKind::Gpt,
             };
             if dry_run {
                 let opts = PlanOptions { layout, size_gib: size, destination: Some(dst.display().to_string()) };
-                let plan = convert::plan_only(&src, &opts).with_context(|| format!("planning the conversion of {}", src.display()))?;
+                let plan = convert::plan_only(&src, &opts)
+                    .with_context(|| format!("planning the conversion of {}", src.display()))?;
                 print_out(format, &plan, || plan.render_text())?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let opts = ConvertOptions { source: src.clone(), dest: dst.clone(), layout, size_gib: size, grub_dir, force, quiet: cli.quiet };
-            let report = convert::convert(&opts).with_context(|| format!("converting {} to {}", src.display(), dst.display()))?;
+            let opts = ConvertOptions {
+                source: src.clone(),
+                dest: dst.clone(),
+                layout,
+                size_gib: size,
+                grub_dir,
+                force,
+                quiet: cli.quiet,
+            };
+            let report = convert::convert(&opts)
+                .with_context(|| format!("converting {} to {}", src.display(), dst.display()))?;
             let mut boots = Vec::new();
             if boot_check {
                 for bus in boot_bus {
@@ -140,7 +162,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let json = serde_json::json!({ "report": &report, "boot_checks": &boots });
             print_out(format, &json, || {
                 let mut s = report.plan.render_text();
-                s.push_str(&format!("\nconverted {} -> {} in {:.1} s ({} bytes of data copied)\n", src.display(), dst.display(), report.seconds, report.bytes_copied));
+                s.push_str(&format!(
+                    "\nconverted {} -> {} in {:.1} s ({} bytes of data copied)\n",
+                    src.display(),
+                    dst.display(),
+                    report.seconds,
+                    report.bytes_copied
+                ));
                 for b in &boots {
                     s.push_str(&format!("boot check: {}\n", b.summary()));
                 }

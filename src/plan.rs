@@ -95,11 +95,10 @@ pub fn build(guest: &Guest, source_len: u64, opts: &PlanOptions) -> Result<Plan,
     let size = opts.size_gib.map_or_else(|| default_size(source_len), |g| g * GIB);
     let fs = &guest.layout.fs;
     let disk = DiskLayout::new(opts.layout, size, fs.size_bytes())?;
-    let moved_into_partition = guest.layout.shape == "unpartitioned";
     let mut warnings = Vec::new();
     let mut edits = Vec::new();
 
-    let boot_text = bootcfg::rewrite(&guest.boot.text, &bootcfg::BootFacts { fs_uuid: &fs.uuid, moved_into_partition });
+    let boot_text = bootcfg::rewrite(&guest.boot.text, &bootcfg::BootFacts { fs_uuid: &fs.uuid });
     push_rewrite(&mut edits, &guest.boot.real_path, &guest.boot.text, boot_text.text, boot_text.notes);
 
     // The root volume's PV device names: fstab's `/` and the default entry's `root=`.
@@ -232,7 +231,18 @@ impl Plan {
         let fs = &self.source_layout.fs;
         let mut s = String::new();
         let mut line = |k: &str, v: String| s.push_str(&format!("{k:<12} {v}\n"));
-        line("source", format!("{} ({}, {} UUID {}, label {:?}, {})", self.source, self.source_layout.shape, fs.fs_type, fs.uuid, fs.label, human(fs.size_bytes())));
+        line(
+            "source",
+            format!(
+                "{} ({}, {} UUID {}, label {:?}, {})",
+                self.source,
+                self.source_layout.shape,
+                fs.fs_type,
+                fs.uuid,
+                fs.label,
+                human(fs.size_bytes())
+            ),
+        );
         if let Some(d) = &self.destination {
             line("destination", d.clone());
         }
@@ -263,9 +273,18 @@ impl Plan {
             line("kernel", format!("{} ({})", k.version, k.image));
         }
         for m in &self.device_map {
-            line("device map", format!("{} -> partition {} ({} on Nitro, {} on Xen HVM) -> {}", m.pv_device, m.partition, m.nitro_device, m.xen_hvm_device, m.spec));
+            line(
+                "device map",
+                format!(
+                    "{} -> partition {} ({} on Nitro, {} on Xen HVM) -> {}",
+                    m.pv_device, m.partition, m.nitro_device, m.xen_hvm_device, m.spec
+                ),
+            );
         }
-        line("journal", if self.journal_replay { "needs recovery: replayed on the copy".into() } else { "clean".into() });
+        line(
+            "journal",
+            if self.journal_replay { "needs recovery: replayed on the copy".into() } else { "clean".into() },
+        );
         s.push_str("edits:\n");
         if self.edits.is_empty() {
             s.push_str("  (none)\n");

@@ -59,15 +59,14 @@ fn foreign_signature(head: &[u8]) -> Option<&'static str> {
 fn read_head(src: &dyn BlockSource, offset: u64) -> Result<Vec<u8>, DetectError> {
     let n = (src.len().saturating_sub(offset)).min(PROBE as u64) as usize;
     let mut buf = vec![0u8; n];
-    src.read_exact_at(offset, &mut buf)
-        .map_err(|err| DetectError::Io { image: src.describe(), offset, err })?;
+    src.read_exact_at(offset, &mut buf).map_err(|err| DetectError::Io { image: src.describe(), offset, err })?;
     Ok(buf)
 }
 
 /// Classifies the source and parses its root filesystem's superblock.
 pub fn detect(src: &dyn BlockSource) -> Result<SourceLayout, DetectError> {
     let name = src.describe();
-    if src.len() == 0 {
+    if src.is_empty() {
         return Err(DetectError::Empty(name));
     }
     let head = read_head(src, 0)?;
@@ -97,7 +96,10 @@ pub fn detect(src: &dyn BlockSource) -> Result<SourceLayout, DetectError> {
     match ptype {
         0x8E => return Err(DetectError::Unsupported { image: name, what: "LVM (partition type 8e)".into() }),
         0x05 | 0x0F | 0x85 => {
-            return Err(DetectError::Unsupported { image: name, what: "an extended partition as the first partition".into() })
+            return Err(DetectError::Unsupported {
+                image: name,
+                what: "an extended partition as the first partition".into(),
+            });
         }
         _ => {}
     }
@@ -119,7 +121,12 @@ fn superblock_in(head: &[u8]) -> Option<Superblock> {
     head.get(1024..2048).and_then(Superblock::parse)
 }
 
-fn finish(src: &dyn BlockSource, shape: &'static str, offset: u64, fs: Superblock) -> Result<SourceLayout, DetectError> {
+fn finish(
+    src: &dyn BlockSource,
+    shape: &'static str,
+    offset: u64,
+    fs: Superblock,
+) -> Result<SourceLayout, DetectError> {
     let available = src.len() - offset;
     if fs.size_bytes() > available {
         return Err(DetectError::Truncated { image: src.describe(), fs_size: fs.size_bytes(), available });

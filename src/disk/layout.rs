@@ -33,7 +33,9 @@ impl std::fmt::Display for LayoutKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("a {size}-byte disk cannot hold the {fs}-byte filesystem behind its boot area (need at least {need} bytes)")]
+    #[error(
+        "a {size}-byte disk cannot hold the {fs}-byte filesystem behind its boot area (need at least {need} bytes)"
+    )]
     TooSmall { size: u64, fs: u64, need: u64 },
     #[error("an MBR disk cannot address {0} bytes: use --layout gpt")]
     MbrTooLarge(u64),

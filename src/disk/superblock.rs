@@ -77,8 +77,7 @@ impl Superblock {
         }
         let wide = incompat & 0x80 != 0;
         let blocks = u64::from(u32_at(0x4)) | if wide { u64::from(u32_at(0x150)) << 32 } else { 0 };
-        let free_blocks =
-            u64::from(u32_at(0xC)) | if wide { u64::from(u32_at(0x158)) << 32 } else { 0 };
+        let free_blocks = u64::from(u32_at(0xC)) | if wide { u64::from(u32_at(0x158)) << 32 } else { 0 };
         let mut features = Vec::new();
         for (set, table) in [(compat, COMPAT), (incompat, INCOMPAT), (ro_compat, RO_COMPAT)] {
             features.extend(table.iter().filter(|(bit, _)| set & bit != 0).map(|(_, n)| *n));

@@ -71,12 +71,8 @@ pub type DirIterFn = unsafe extern "C" fn(
     priv_data: *mut c_void,
 ) -> c_int;
 
-pub type XattrIterFn = unsafe extern "C" fn(
-    name: *mut c_char,
-    value: *mut c_char,
-    value_len: size_t,
-    data: *mut c_void,
-) -> c_int;
+pub type XattrIterFn =
+    unsafe extern "C" fn(name: *mut c_char, value: *mut c_char, value_len: size_t, data: *mut c_void) -> c_int;
 
 unsafe extern "C" {
     pub static unix_io_manager: io_manager;
@@ -102,13 +98,8 @@ unsafe extern "C" {
         buf: *mut c_char,
         inode: *mut ext2_ino_t,
     ) -> errcode_t;
-    pub fn ext2fs_read_inode(fs: ext2_filsys, ino: ext2_ino_t, inode: *mut ext2_inode)
-    -> errcode_t;
-    pub fn ext2fs_write_new_inode(
-        fs: ext2_filsys,
-        ino: ext2_ino_t,
-        inode: *mut ext2_inode,
-    ) -> errcode_t;
+    pub fn ext2fs_read_inode(fs: ext2_filsys, ino: ext2_ino_t, inode: *mut ext2_inode) -> errcode_t;
+    pub fn ext2fs_write_new_inode(fs: ext2_filsys, ino: ext2_ino_t, inode: *mut ext2_inode) -> errcode_t;
     pub fn ext2fs_dir_iterate2(
         fs: ext2_filsys,
         dir: ext2_ino_t,
@@ -118,25 +109,10 @@ unsafe extern "C" {
         priv_data: *mut c_void,
     ) -> errcode_t;
 
-    pub fn ext2fs_file_open(
-        fs: ext2_filsys,
-        ino: ext2_ino_t,
-        flags: c_int,
-        ret: *mut ext2_file_t,
-    ) -> errcode_t;
+    pub fn ext2fs_file_open(fs: ext2_filsys, ino: ext2_ino_t, flags: c_int, ret: *mut ext2_file_t) -> errcode_t;
     pub fn ext2fs_file_close(file: ext2_file_t) -> errcode_t;
-    pub fn ext2fs_file_read(
-        file: ext2_file_t,
-        buf: *mut c_void,
-        wanted: c_uint,
-        got: *mut c_uint,
-    ) -> errcode_t;
-    pub fn ext2fs_file_write(
-        file: ext2_file_t,
-        buf: *const c_void,
-        nbytes: c_uint,
-        written: *mut c_uint,
-    ) -> errcode_t;
+    pub fn ext2fs_file_read(file: ext2_file_t, buf: *mut c_void, wanted: c_uint, got: *mut c_uint) -> errcode_t;
+    pub fn ext2fs_file_write(file: ext2_file_t, buf: *const c_void, nbytes: c_uint, written: *mut c_uint) -> errcode_t;
     pub fn ext2fs_file_set_size2(file: ext2_file_t, size: u64) -> errcode_t;
 
     pub fn ext2fs_new_inode(
@@ -170,19 +146,10 @@ unsafe extern "C" {
     ) -> errcode_t;
     pub fn ext2fs_extent_free(handle: extent_handle);
 
-    pub fn ext2fs_xattrs_open(fs: ext2_filsys, ino: ext2_ino_t, handle: *mut xattr_handle)
-    -> errcode_t;
-    pub fn ext2fs_xattrs_flags(
-        handle: xattr_handle,
-        new_flags: *mut c_uint,
-        old_flags: *mut c_uint,
-    ) -> errcode_t;
+    pub fn ext2fs_xattrs_open(fs: ext2_filsys, ino: ext2_ino_t, handle: *mut xattr_handle) -> errcode_t;
+    pub fn ext2fs_xattrs_flags(handle: xattr_handle, new_flags: *mut c_uint, old_flags: *mut c_uint) -> errcode_t;
     pub fn ext2fs_xattrs_read(handle: xattr_handle) -> errcode_t;
-    pub fn ext2fs_xattrs_iterate(
-        handle: xattr_handle,
-        func: XattrIterFn,
-        data: *mut c_void,
-    ) -> errcode_t;
+    pub fn ext2fs_xattrs_iterate(handle: xattr_handle, func: XattrIterFn, data: *mut c_void) -> errcode_t;
     pub fn ext2fs_xattr_set(
         handle: xattr_handle,
         key: *const c_char,

@@ -24,7 +24,7 @@ const MAX_SYMLINK_HOPS: usize = 16;
 pub struct Ext2Error {
     pub op: &'static str,
     pub path: String,
-    pub code: i64,
+    pub code: errcode_t,
     pub message: String,
 }
 
@@ -33,18 +33,14 @@ impl Ext2Error {
         // SAFETY: error_message returns a pointer to a static or thread-local string.
         let message = unsafe {
             let p = error_message(code);
-            if p.is_null() {
-                format!("error {code}")
-            } else {
-                CStr::from_ptr(p).to_string_lossy().into_owned()
-            }
+            if p.is_null() { format!("error {code}") } else { CStr::from_ptr(p).to_string_lossy().into_owned() }
         };
-        Ext2Error { op, path: path.into(), code: code as i64, message }
+        Ext2Error { op, path: path.into(), code, message }
     }
 
     /// True when the error says the path does not exist.
     pub fn is_not_found(&self) -> bool {
-        self.code == EXT2_ET_FILE_NOT_FOUND as i64
+        self.code == EXT2_ET_FILE_NOT_FOUND
     }
 }
 
@@ -138,9 +134,8 @@ impl Ext2Fs {
                 return Err(Ext2Error::new("reading bitmaps of", &shown, rc));
             }
         }
-        let extents = crate::disk::superblock::read_superblock_at(image, offset)
-            .map(|sb| sb.has_extents())
-            .unwrap_or(false);
+        let extents =
+            crate::disk::superblock::read_superblock_at(image, offset).map(|sb| sb.has_extents()).unwrap_or(false);
         Ok(Ext2Fs { fs, writable, extents })
     }
 
@@ -160,14 +155,7 @@ impl Ext2Fs {
     fn lookup(&self, dir: u32, name: &str, path: &str) -> Result<u32> {
         let mut ino = 0;
         let rc = unsafe {
-            ext2fs_lookup(
-                self.fs,
-                dir,
-                name.as_ptr().cast(),
-                name.len() as i32,
-                std::ptr::null_mut(),
-                &mut ino,
-            )
+            ext2fs_lookup(self.fs, dir, name.as_ptr().cast(), name.len() as i32, std::ptr::null_mut(), &mut ino)
         };
         check("looking up", path, rc)?;
         Ok(ino)
@@ -256,9 +244,7 @@ impl Ext2Fs {
         let mut buf = vec![0u8; 1 << 16];
         let result = loop {
             let mut got = 0u32;
-            let rc = unsafe {
-                ext2fs_file_read(file, buf.as_mut_ptr().cast(), buf.len() as u32, &mut got)
-            };
+            let rc = unsafe { ext2fs_file_read(file, buf.as_mut_ptr().cast(), buf.len() as u32, &mut got) };
             if rc != 0 {
                 break Err(Ext2Error::new("reading", path, rc));
             }
@@ -285,9 +271,7 @@ impl Ext2Fs {
     /// Reads a file if it exists.
     pub fn try_read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self.try_resolve(path)? {
-            Some(r) if r.stat.kind == Kind::File => {
-                Ok(Some(self.read_ino(r.stat.ino, r.stat.size, &r.path)?))
-            }
+            Some(r) if r.stat.kind == Kind::File => Ok(Some(self.read_ino(r.stat.ino, r.stat.size, &r.path)?)),
             _ => Ok(None),
         }
     }
@@ -355,9 +339,7 @@ impl Ext2Fs {
         // Rename: the original inode moves to the backup name, untouched.
         self.link(r.dir_ino, &backup, r.stat.ino, &r.path)?;
         let cname = CString::new(r.name.as_str()).expect("no NUL in name");
-        check("unlinking", &r.path, unsafe {
-            ext2fs_unlink(self.fs, r.dir_ino, cname.as_ptr(), r.stat.ino, 0)
-        })?;
+        check("unlinking", &r.path, unsafe { ext2fs_unlink(self.fs, r.dir_ino, cname.as_ptr(), r.stat.ino, 0) })?;
         self.create_file(r.dir_ino, &r.name, &r.path, r.stat.ino, content)?;
         Ok(r.path)
     }
@@ -367,9 +349,7 @@ impl Ext2Fs {
         let r = self.resolve(path)?;
         self.link(r.dir_ino, new_name, r.stat.ino, &r.path)?;
         let cname = CString::new(r.name.as_str()).expect("no NUL in name");
-        check("unlinking", &r.path, unsafe {
-            ext2fs_unlink(self.fs, r.dir_ino, cname.as_ptr(), r.stat.ino, 0)
-        })
+        check("unlinking", &r.path, unsafe { ext2fs_unlink(self.fs, r.dir_ino, cname.as_ptr(), r.stat.ino, 0) })
     }
 
     /// Creates a new regular file in directory `dir_path`, owned and labelled like `like`.
@@ -405,14 +385,7 @@ impl Ext2Fs {
     }
 
     /// New inode named `name` in `dir`, with owner, mode and xattrs copied from `template`.
-    fn create_file(
-        &mut self,
-        dir: u32,
-        name: &str,
-        path: &str,
-        template: u32,
-        content: &[u8],
-    ) -> Result<u32> {
+    fn create_file(&mut self, dir: u32, name: &str, path: &str, template: u32, content: &[u8]) -> Result<u32> {
         let tmpl = self.read_inode(template, path)?;
         let mut ino = 0u32;
         check("allocating inode for", path, unsafe {
@@ -420,10 +393,8 @@ impl Ext2Fs {
         })?;
         self.link(dir, name, ino, path)?;
         unsafe { ext2fs_inode_alloc_stats2(self.fs, ino, 1, 0) };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
         let mut inode = ext2_inode {
             i_mode: tmpl.i_mode,
             i_uid: tmpl.i_uid,
@@ -451,17 +422,13 @@ impl Ext2Fs {
 
     fn write_ino(&mut self, ino: u32, content: &[u8], path: &str) -> Result<()> {
         let mut file: ext2_file_t = std::ptr::null_mut();
-        check("opening", path, unsafe {
-            ext2fs_file_open(self.fs, ino, EXT2_FILE_WRITE, &mut file)
-        })?;
+        check("opening", path, unsafe { ext2fs_file_open(self.fs, ino, EXT2_FILE_WRITE, &mut file) })?;
         let mut result = Ok(());
         let mut done = 0usize;
         while done < content.len() {
             let chunk = &content[done..content.len().min(done + (1 << 20))];
             let mut written = 0u32;
-            let rc = unsafe {
-                ext2fs_file_write(file, chunk.as_ptr().cast(), chunk.len() as u32, &mut written)
-            };
+            let rc = unsafe { ext2fs_file_write(file, chunk.as_ptr().cast(), chunk.len() as u32, &mut written) };
             if rc != 0 {
                 result = Err(Ext2Error::new("writing", path, rc));
                 break;
@@ -473,9 +440,7 @@ impl Ext2Fs {
             done += written as usize;
         }
         if result.is_ok() {
-            result = check("sizing", path, unsafe {
-                ext2fs_file_set_size2(file, content.len() as u64)
-            });
+            result = check("sizing", path, unsafe { ext2fs_file_set_size2(file, content.len() as u64) });
         }
         let rc = unsafe { ext2fs_file_close(file) };
         result?;
@@ -505,11 +470,7 @@ impl Ext2Fs {
         let r = (|| unsafe {
             check("reading xattrs of", path, ext2fs_xattrs_flags(h, &mut flags, std::ptr::null_mut()))?;
             check("reading xattrs of", path, ext2fs_xattrs_read(h))?;
-            check(
-                "reading xattrs of",
-                path,
-                ext2fs_xattrs_iterate(h, collect, (&mut attrs as *mut Vec<_>).cast()),
-            )
+            check("reading xattrs of", path, ext2fs_xattrs_iterate(h, collect, (&mut attrs as *mut Vec<_>).cast()))
         })();
         unsafe { ext2fs_xattrs_close(&mut h) };
         r?;

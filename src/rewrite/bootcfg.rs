@@ -1,5 +1,5 @@
 //! Rewrites a bootloader config (GRUB legacy menu.lst/grub.conf or GRUB 2 grub.cfg) for HVM:
-//! `(hd0)` becomes `(hd0,0)` when the filesystem moves into partition 1, device-name `root=`
+//! `(hd0)` becomes `(hd0,0)`, since the root filesystem always ends up in partition 1, device-name `root=`
 //! becomes `root=UUID=`, and the Xen console becomes tty0 plus ttyS0. Ubuntu's
 //! update-grub-legacy-ec2 magic comments (`# groot=`, `# kopt=`, `# defoptions=`) get the same.
 
@@ -8,8 +8,6 @@ use super::{Rewrite, is_device_name};
 /// Facts the rewrite needs.
 pub struct BootFacts<'a> {
     pub fs_uuid: &'a str,
-    /// The filesystem was unpartitioned and now lives in partition 1.
-    pub moved_into_partition: bool,
 }
 
 pub const HVM_CONSOLE: [&str; 2] = ["console=tty0", "console=ttyS0,115200n8"];
@@ -26,7 +24,7 @@ pub fn rewrite(text: &str, facts: &BootFacts) -> Rewrite {
             None => (line, ""),
         };
         let mut new = body.to_string();
-        if facts.moved_into_partition && new.contains("(hd0)") {
+        if new.contains("(hd0)") {
             new = new.replace("(hd0)", "(hd0,0)");
             out.notes.push(format!("line {}: (hd0) -> (hd0,0)", n + 1));
         }
@@ -41,7 +39,11 @@ pub fn rewrite(text: &str, facts: &BootFacts) -> Rewrite {
                 out.notes.push(format!("line {}: {note}", n + 1));
             }
             let sep = &trimmed[keyword.len()..trimmed.len() - rest.len()];
-            new = if args.is_empty() { format!("{indent}{keyword}{sep}{image}") } else { format!("{indent}{keyword}{sep}{image} {args}") };
+            new = if args.is_empty() {
+                format!("{indent}{keyword}{sep}{image}")
+            } else {
+                format!("{indent}{keyword}{sep}{image} {args}")
+            };
         } else if let Some(prefix) = MAGIC_ARGS.iter().find(|p| trimmed.starts_with(**p)) {
             let indent = &new[..new.len() - trimmed.len()];
             let (args, notes) = rewrite_args(&trimmed[prefix.len()..], facts.fs_uuid);
@@ -69,7 +71,8 @@ pub fn rewrite_args(args: &str, fs_uuid: &str) -> (String, Vec<String>) {
             notes.push(format!("{w} -> root=UUID={fs_uuid}"));
             continue;
         }
-        let xen_console = matches!(w, "console=hvc0" | "console=xvc0") || w.starts_with("console=hvc0,") || w.starts_with("xencons=");
+        let xen_console =
+            matches!(w, "console=hvc0" | "console=xvc0") || w.starts_with("console=hvc0,") || w.starts_with("xencons=");
         if xen_console {
             notes.push(format!("{w} removed"));
             console_at.get_or_insert(words.len());
@@ -78,7 +81,8 @@ pub fn rewrite_args(args: &str, fs_uuid: &str) -> (String, Vec<String>) {
         words.push(w.to_string());
     }
     if let Some(at) = console_at {
-        let missing: Vec<String> = HVM_CONSOLE.iter().filter(|c| !words.iter().any(|w| w == *c)).map(|c| c.to_string()).collect();
+        let missing: Vec<String> =
+            HVM_CONSOLE.iter().filter(|c| !words.iter().any(|w| w == *c)).map(|c| c.to_string()).collect();
         if !missing.is_empty() {
             notes.push(format!("{} added", missing.join(" ")));
         }
@@ -92,14 +96,14 @@ mod tests {
     use super::*;
 
     const UUID: &str = "0d9e7b8c-1111-2222-3333-444455556666";
-    fn facts(moved: bool) -> BootFacts<'static> {
-        BootFacts { fs_uuid: UUID, moved_into_partition: moved }
+    fn facts() -> BootFacts<'static> {
+        BootFacts { fs_uuid: UUID }
     }
 
     #[test]
     fn amazon_linux_menu_lst() {
         let old = "default=0\ntimeout=1\nhiddenmenu\ntitle Amazon Linux 2014.09 (3.14.19-17.43.amzn1.x86_64)\nroot (hd0)\nkernel /boot/vmlinuz-3.14.19-17.43.amzn1.x86_64 root=LABEL=/ console=hvc0 LANG=en_US.UTF-8 KEYTABLE=us\ninitrd /boot/initramfs-3.14.19-17.43.amzn1.x86_64.img\n";
-        let r = rewrite(old, &facts(true));
+        let r = rewrite(old, &facts());
         assert_eq!(
             r.text,
             "default=0\ntimeout=1\nhiddenmenu\ntitle Amazon Linux 2014.09 (3.14.19-17.43.amzn1.x86_64)\nroot (hd0,0)\nkernel /boot/vmlinuz-3.14.19-17.43.amzn1.x86_64 root=LABEL=/ console=tty0 console=ttyS0,115200n8 LANG=en_US.UTF-8 KEYTABLE=us\ninitrd /boot/initramfs-3.14.19-17.43.amzn1.x86_64.img\n"
@@ -110,24 +114,29 @@ mod tests {
     #[test]
     fn every_entry_and_path_forms() {
         let old = "title a\n\troot (hd0)\n\tkernel (hd0)/boot/vmlinuz-a root=/dev/xvda1 ro console=hvc0 xencons=tty\n\tinitrd (hd0)/boot/initrd-a\ntitle b\n\tkernel /boot/vmlinuz-b root=/dev/xvde1 ro\n";
-        let r = rewrite(old, &facts(true));
+        let r = rewrite(old, &facts());
         assert_eq!(
             r.text,
-            format!("title a\n\troot (hd0,0)\n\tkernel (hd0,0)/boot/vmlinuz-a root=UUID={UUID} ro console=tty0 console=ttyS0,115200n8\n\tinitrd (hd0,0)/boot/initrd-a\ntitle b\n\tkernel /boot/vmlinuz-b root=UUID={UUID} ro\n")
+            format!(
+                "title a\n\troot (hd0,0)\n\tkernel (hd0,0)/boot/vmlinuz-a root=UUID={UUID} ro console=tty0 console=ttyS0,115200n8\n\tinitrd (hd0,0)/boot/initrd-a\ntitle b\n\tkernel /boot/vmlinuz-b root=UUID={UUID} ro\n"
+            )
         );
     }
 
     #[test]
-    fn partitioned_source_keeps_hd0_0_and_labels() {
+    fn hd0_0_and_labels_kept() {
         let old = "root (hd0,0)\nkernel /vmlinuz root=LABEL=cloudimg-rootfs ro console=hvc0";
-        let r = rewrite(old, &facts(false));
-        assert_eq!(r.text, "root (hd0,0)\nkernel /vmlinuz root=LABEL=cloudimg-rootfs ro console=tty0 console=ttyS0,115200n8");
+        let r = rewrite(old, &facts());
+        assert_eq!(
+            r.text,
+            "root (hd0,0)\nkernel /vmlinuz root=LABEL=cloudimg-rootfs ro console=tty0 console=ttyS0,115200n8"
+        );
     }
 
     #[test]
     fn ubuntu_magic_comments() {
         let old = "# groot=(hd0)\n# kopt=root=LABEL=cloudimg-rootfs ro console=hvc0\n# defoptions=console=hvc0 quiet\n## ## End Default Options ##\n";
-        let r = rewrite(old, &facts(true));
+        let r = rewrite(old, &facts());
         assert_eq!(
             r.text,
             "# groot=(hd0,0)\n# kopt=root=LABEL=cloudimg-rootfs ro console=tty0 console=ttyS0,115200n8\n# defoptions=console=tty0 console=ttyS0,115200n8 quiet\n## ## End Default Options ##\n"
@@ -137,9 +146,12 @@ mod tests {
     #[test]
     fn grub2_linux_lines_and_idempotence() {
         let old = "menuentry 'x' {\n\tlinux /boot/vmlinuz root=/dev/xvda1 ro console=hvc0\n}\n";
-        let once = rewrite(old, &facts(true));
-        assert!(once.text.contains(&format!("linux /boot/vmlinuz root=UUID={UUID} ro console=tty0 console=ttyS0,115200n8\n")));
-        let twice = rewrite(&once.text, &facts(true));
+        let once = rewrite(old, &facts());
+        assert!(
+            once.text
+                .contains(&format!("linux /boot/vmlinuz root=UUID={UUID} ro console=tty0 console=ttyS0,115200n8\n"))
+        );
+        let twice = rewrite(&once.text, &facts());
         assert_eq!(twice.text, once.text);
         assert!(twice.notes.is_empty());
     }

@@ -54,13 +54,19 @@ mod tests {
     fn inittab_hvc0_moves_to_ttys0() {
         let old = "id:3:initdefault:\n1:2345:respawn:/sbin/mingetty tty1\nco:2345:respawn:/sbin/agetty hvc0 9600 vt100-nav\n# x:1:respawn:/sbin/getty hvc0\n";
         let r = rewrite_inittab(old);
-        assert_eq!(r.text, "id:3:initdefault:\n1:2345:respawn:/sbin/mingetty tty1\nco:2345:respawn:/sbin/agetty ttyS0 115200 vt100-nav\n# x:1:respawn:/sbin/getty hvc0\n");
+        assert_eq!(
+            r.text,
+            "id:3:initdefault:\n1:2345:respawn:/sbin/mingetty tty1\nco:2345:respawn:/sbin/agetty ttyS0 115200 vt100-nav\n# x:1:respawn:/sbin/getty hvc0\n"
+        );
         assert_eq!(r.notes.len(), 1);
     }
 
     #[test]
     fn upstart_job() {
         let job = "start on stopped rc RUNLEVEL=[2345]\nrespawn\nexec /sbin/getty -8 38400 hvc0\n";
-        assert_eq!(upstart_ttys0_from_hvc0(job), "start on stopped rc RUNLEVEL=[2345]\nrespawn\nexec /sbin/getty -8 115200 ttyS0\n");
+        assert_eq!(
+            upstart_ttys0_from_hvc0(job),
+            "start on stopped rc RUNLEVEL=[2345]\nrespawn\nexec /sbin/getty -8 115200 ttyS0\n"
+        );
     }
 }

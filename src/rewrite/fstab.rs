@@ -75,7 +75,11 @@ pub fn rewrite(text: &str, facts: &FstabFacts) -> Rewrite {
             let eol = if new.ends_with('\n') { "\n" } else { "" };
             new = format!("{} {} {} defaults,nofail{eol}", fields[0], fields[1], fields.get(2).unwrap_or(&"auto"));
             out.notes.push(format!("line {}: {spec} ({}) gets nofail", i + 1, fields[1]));
-            out.warnings.push(format!("/etc/fstab line {}: {spec} on {} is another volume; it was kept with nofail", i + 1, fields[1]));
+            out.warnings.push(format!(
+                "/etc/fstab line {}: {spec} on {} is another volume; it was kept with nofail",
+                i + 1,
+                fields[1]
+            ));
         }
         lines.push(new);
     }
@@ -117,7 +121,9 @@ mod tests {
         let r = rewrite(old, &FstabFacts { root_uuid: UUID, root_devices: &[] });
         assert_eq!(
             r.text,
-            format!("# comment\nUUID={UUID}  /  ext4  defaults,errors=remount-ro  0  1\nLABEL=data /data ext4 defaults 0 2\n/dev/xvdb\t/mnt\tauto\tdefaults,comment=cloudconfig,nofail\t0\t2\n/dev/xvda3 none swap sw,nofail 0 0\nproc /proc proc defaults 0 0\n")
+            format!(
+                "# comment\nUUID={UUID}  /  ext4  defaults,errors=remount-ro  0  1\nLABEL=data /data ext4 defaults 0 2\n/dev/xvdb\t/mnt\tauto\tdefaults,comment=cloudconfig,nofail\t0\t2\n/dev/xvda3 none swap sw,nofail 0 0\nproc /proc proc defaults 0 0\n"
+            )
         );
         assert_eq!(r.warnings.len(), 2);
     }
@@ -125,7 +131,10 @@ mod tests {
     #[test]
     fn root_device_from_kernel_args_and_short_lines() {
         let devs = vec!["/dev/sda1".to_string()];
-        let r = rewrite("/dev/sda1 /srv ext3 defaults\n/dev/sdb /x\n", &FstabFacts { root_uuid: UUID, root_devices: &devs });
+        let r = rewrite(
+            "/dev/sda1 /srv ext3 defaults\n/dev/sdb /x\n",
+            &FstabFacts { root_uuid: UUID, root_devices: &devs },
+        );
         assert_eq!(r.text, format!("UUID={UUID} /srv ext3 defaults\n/dev/sdb /x auto defaults,nofail\n"));
     }
 
@@ -133,6 +142,15 @@ mod tests {
     fn parses_entries() {
         let e = parse("# c\n\nUUID=a / ext4 ro 0 1\n/dev/xvdb /mnt\n");
         assert_eq!(e.len(), 2);
-        assert_eq!(e[1], Entry { line: 4, spec: "/dev/xvdb".into(), mountpoint: "/mnt".into(), fstype: "auto".into(), options: "defaults".into() });
+        assert_eq!(
+            e[1],
+            Entry {
+                line: 4,
+                spec: "/dev/xvdb".into(),
+                mountpoint: "/mnt".into(),
+                fstype: "auto".into(),
+                options: "defaults".into()
+            }
+        );
     }
 }

@@ -1,0 +1,51 @@
+//! Boot tests: converted fixtures must boot under SeaBIOS in QEMU (TCG) from an NVMe disk, as
+//! on Nitro, to the guest's marker with root mounted read-write on nvme0n1p1.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use pv2hvm::bootcheck::{self, BootCheck, DiskBus};
+
+fn boot(image: &Path, bus: DiskBus, log: &Path) -> bootcheck::BootOutcome {
+    let mut check = BootCheck::new(image, bus);
+    check.console_log = Some(log.to_path_buf());
+    bootcheck::run(&check).expect("QEMU runs")
+}
+
+fn convert_and_boot(src: &Path, layout: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("hvm.img");
+    run_ok(pv2hvm().arg("convert").arg(src).arg(&dst).args(["--layout", layout, "-q"]));
+    let outcome = boot(&dst, DiskBus::Nvme, &dir.path().join("console.log"));
+    assert!(outcome.ok(), "{}", outcome.summary());
+    assert_eq!(outcome.root_device.as_deref(), Some("/dev/nvme0n1p1"), "{}", outcome.summary());
+}
+
+#[test]
+fn mbr_boots_on_nvme() {
+    convert_and_boot(&fixture_cloud(), "mbr");
+}
+
+#[test]
+fn gpt_boots_on_nvme() {
+    convert_and_boot(&fixture_cloud(), "gpt");
+}
+
+#[test]
+fn partitioned_source_boots_on_nvme() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_mbr_disk(&fixture_cloud(), dir.path(), 63);
+    convert_and_boot(&src, "mbr");
+}
+
+#[test]
+fn boot_check_flag_reports_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("hvm.img");
+    let out = run_ok(pv2hvm().arg("convert").arg(fixture_cloud()).arg(&dst).args(["--boot-check", "-q"]));
+    let text = stdout(&out);
+    assert!(text.contains("boot check: Nvme boot reached userspace in"), "{text}");
+    assert!(text.contains("root /dev/nvme0n1p1 mounted read-write"), "{text}");
+}

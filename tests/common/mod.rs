@@ -1,0 +1,146 @@
+//! Helpers shared by the integration tests: fixture images, the real binary, and independent
+//! tools (debugfs, e2fsck, sfdisk) to check what it wrote.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const MIB: u64 = 1 << 20;
+
+/// The Debian 12 cloud-kernel PV fixture built by scripts/test.
+pub fn fixture_cloud() -> PathBuf {
+    let p = std::env::var_os("PV2HVM_FIXTURE_CLOUD")
+        .map(PathBuf::from)
+        .expect("PV2HVM_FIXTURE_CLOUD is not set: run the tests through scripts/test, which builds the fixtures");
+    assert!(p.is_file(), "fixture {} is missing: run scripts/test", p.display());
+    p
+}
+
+/// A sparse copy of `src` in `dir`.
+pub fn copy_sparse(src: &Path, dir: &Path, name: &str) -> PathBuf {
+    let dst = dir.join(name);
+    run_ok(Command::new("cp").arg("--sparse=always").arg(src).arg(&dst));
+    dst
+}
+
+pub fn pv2hvm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pv2hvm"))
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `image?offset=N` for e2fsprogs tools.
+pub fn at(image: &Path, offset: u64) -> String {
+    format!("{}?offset={offset}", image.display())
+}
+
+/// Runs a debugfs request (writable with `write`) and returns its stdout.
+pub fn debugfs(target: &str, request: &str, write: bool) -> String {
+    let mut cmd = Command::new("debugfs");
+    if write {
+        cmd.arg("-w");
+    }
+    let out = run_ok(cmd.arg("-R").arg(request).arg(target));
+    stdout(&out)
+}
+
+pub fn guest_cat(target: &str, path: &str) -> String {
+    debugfs(target, &format!("cat {path}"), false)
+}
+
+pub fn guest_exists(target: &str, path: &str) -> bool {
+    let out = Command::new("debugfs").arg("-R").arg(format!("stat {path}")).arg(target).output().expect("debugfs");
+    !String::from_utf8_lossy(&out.stderr).contains("File not found")
+        && String::from_utf8_lossy(&out.stdout).contains("Inode:")
+}
+
+/// Writes `content` to guest `path` (replacing it) with debugfs.
+pub fn guest_write(target: &str, path: &str, content: &str) {
+    let tmp = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(tmp.path(), content).expect("write temp");
+    if guest_exists(target, path) {
+        debugfs(target, &format!("rm {path}"), true);
+    }
+    debugfs(target, &format!("write {} {path}", tmp.path().display()), true);
+}
+
+/// The kernel version in the fixture's /boot.
+pub fn kernel_version(target: &str) -> String {
+    let ls = debugfs(target, "ls -p /boot", false);
+    ls.lines()
+        .filter_map(|l| l.split('/').nth(5))
+        .find_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
+        .expect("a kernel in /boot")
+}
+
+pub fn e2fsck_clean(target: &str) {
+    run_ok(Command::new("e2fsck").arg("-fn").arg(target));
+}
+
+pub fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).expect("open for hashing");
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Wraps a filesystem image into an MBR disk whose partition 1 starts at `start_sector`
+/// (the PV-GRUB "hd00" shape; old images start at 63).
+pub fn make_mbr_disk(fs_image: &Path, dir: &Path, start_sector: u64) -> PathBuf {
+    let disk = dir.join("hd00.img");
+    let fs_len = std::fs::metadata(fs_image).expect("fixture").len();
+    let f = std::fs::File::create(&disk).expect("create disk");
+    f.set_len(fs_len + start_sector * 512).expect("size disk");
+    drop(f);
+    let mut sfdisk = Command::new("sfdisk");
+    sfdisk.arg("--no-reread").arg("--no-tell-kernel").arg("-q").arg(&disk).stdin(std::process::Stdio::piped());
+    let mut child = sfdisk.spawn().expect("sfdisk");
+    use std::io::Write;
+    writeln!(child.stdin.take().expect("stdin"), "label: dos\nstart={start_sector}, type=83, bootable")
+        .expect("sfdisk input");
+    assert!(child.wait().expect("sfdisk").success(), "sfdisk failed");
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", fs_image.display()))
+            .arg(format!("of={}", disk.display()))
+            .arg("bs=1M")
+            .arg(format!("seek={}", start_sector * 512))
+            .arg("oflag=seek_bytes")
+            .arg("conv=sparse,notrunc")
+            .arg("status=none"),
+    );
+    disk
+}
+
+/// `sfdisk --json` of a disk image.
+pub fn partition_table(disk: &Path) -> serde_json::Value {
+    let out = run_ok(Command::new("sfdisk").arg("--json").arg(disk));
+    serde_json::from_slice(&out.stdout).expect("sfdisk json")
+}

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod ext2fs;
 pub mod fsck;
 pub mod grub;
+pub mod initramfs;
 pub mod inspect;
 pub mod plan;
 pub mod progress;

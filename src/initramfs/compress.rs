@@ -1,0 +1,227 @@
+//! The compressions Linux unpacks an initramfs from, recognised by magic, with a decoder and an
+//! encoder for each (the encoder writes what the kernel's decompressor accepts: xz with CRC32,
+//! lz4 in the legacy frame format).
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Xz,
+    Lzma,
+    Zstd,
+    Bzip2,
+    Lz4,
+}
+
+const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
+const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+
+impl Compression {
+    /// Recognises a compressed stream by its first bytes.
+    pub fn detect(head: &[u8]) -> Option<Compression> {
+        let starts = |m: &[u8]| head.len() >= m.len() && &head[..m.len()] == m;
+        if starts(b"070701") || starts(b"070702") {
+            Some(Compression::None)
+        } else if starts(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if starts(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Some(Compression::Xz)
+        } else if starts(&[0x5d, 0, 0]) {
+            Some(Compression::Lzma)
+        } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else if starts(b"BZh") {
+            Some(Compression::Bzip2)
+        } else if starts(&LZ4_LEGACY_MAGIC.to_le_bytes()) {
+            Some(Compression::Lz4)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Xz => "xz",
+            Compression::Lzma => "lzma",
+            Compression::Zstd => "zstd",
+            Compression::Bzip2 => "bzip2",
+            Compression::Lz4 => "lz4",
+        }
+    }
+
+    /// Decompresses one stream from the start of `data`; returns it and the bytes it took.
+    /// What follows (padding, another archive) is left for the caller.
+    pub fn decompress_stream(self, data: &[u8]) -> io::Result<(Vec<u8>, usize)> {
+        let mut out = Vec::new();
+        let rest: &[u8] = match self {
+            Compression::None => {
+                out.extend_from_slice(data);
+                &[]
+            }
+            Compression::Gzip => {
+                let mut d = flate2::bufread::GzDecoder::new(data);
+                d.read_to_end(&mut out)?;
+                d.into_inner()
+            }
+            Compression::Xz => {
+                let stream = liblzma::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(io::Error::other)?;
+                let mut d = liblzma::bufread::XzDecoder::new_stream(data, stream);
+                d.read_to_end(&mut out)?;
+                d.into_inner()
+            }
+            Compression::Lzma => {
+                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX).map_err(io::Error::other)?;
+                let mut d = liblzma::bufread::XzDecoder::new_stream(data, stream);
+                d.read_to_end(&mut out)?;
+                d.into_inner()
+            }
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::with_buffer(data)?.single_frame();
+                d.read_to_end(&mut out)?;
+                d.finish()
+            }
+            Compression::Bzip2 => {
+                let mut d = bzip2::bufread::BzDecoder::new(data);
+                d.read_to_end(&mut out)?;
+                d.into_inner()
+            }
+            Compression::Lz4 => {
+                let (o, used) = lz4_legacy_decode(data)?;
+                out = o;
+                &data[used..]
+            }
+        };
+        Ok((out, data.len() - rest.len()))
+    }
+
+    /// Compresses `data` the way the kernel can unpack it.
+    pub fn compress(self, data: &[u8]) -> io::Result<Vec<u8>> {
+        Ok(match self {
+            Compression::None => data.to_vec(),
+            Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+                e.write_all(data)?;
+                e.finish()?
+            }
+            Compression::Xz => {
+                let stream = liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::Crc32)
+                    .map_err(io::Error::other)?;
+                let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+                e.write_all(data)?;
+                e.finish()?
+            }
+            Compression::Lzma => {
+                let opts = liblzma::stream::LzmaOptions::new_preset(6).map_err(io::Error::other)?;
+                let stream = liblzma::stream::Stream::new_lzma_encoder(&opts).map_err(io::Error::other)?;
+                let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+                e.write_all(data)?;
+                e.finish()?
+            }
+            Compression::Zstd => zstd::stream::encode_all(data, 9)?,
+            Compression::Bzip2 => {
+                let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+                e.write_all(data)?;
+                e.finish()?
+            }
+            Compression::Lz4 => lz4_legacy_encode(data),
+        })
+    }
+}
+
+/// The legacy lz4 format (`lz4 -l`): a magic, then blocks of `u32 LE size` + an lz4 block of
+/// at most 8 MiB of input. A repeated magic starts another stream; anything else ends it.
+fn lz4_legacy_decode(data: &[u8]) -> io::Result<(Vec<u8>, usize)> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("lz4 legacy: {m}"));
+    let word = |p: usize| data.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    if word(0) != Some(LZ4_LEGACY_MAGIC) {
+        return Err(bad("bad magic"));
+    }
+    let mut out = Vec::new();
+    let mut pos = 4;
+    while let Some(size) = word(pos) {
+        if size == LZ4_LEGACY_MAGIC {
+            pos += 4;
+            continue;
+        }
+        let start = pos + 4;
+        // Anything that is not a whole block (zero padding, the next archive) ends the stream.
+        let Some(end) = start.checked_add(size as usize).filter(|&e| size > 0 && e <= data.len()) else { break };
+        let block =
+            lz4_flex::block::decompress(&data[start..end], LZ4_LEGACY_BLOCK).map_err(|e| bad(&e.to_string()))?;
+        out.extend_from_slice(&block);
+        pos = end;
+    }
+    Ok((out, pos.min(data.len())))
+}
+
+fn lz4_legacy_encode(data: &[u8]) -> Vec<u8> {
+    let mut out = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
+    for chunk in data.chunks(LZ4_LEGACY_BLOCK) {
+        let block = lz4_flex::block::compress(chunk);
+        out.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        out.extend_from_slice(&block);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Compression; 7] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Xz,
+        Compression::Lzma,
+        Compression::Zstd,
+        Compression::Bzip2,
+        Compression::Lz4,
+    ];
+
+    fn sample() -> Vec<u8> {
+        let mut v = b"070701".to_vec();
+        for i in 0..300_000u32 {
+            v.extend_from_slice(&(i % 251).to_le_bytes()[..1 + (i % 3) as usize]);
+        }
+        v
+    }
+
+    #[test]
+    fn round_trips_and_detects_every_compression() {
+        let data = sample();
+        for c in ALL {
+            let mut packed = c.compress(&data).unwrap();
+            let len = packed.len();
+            assert_eq!(Compression::detect(&packed), Some(c), "{c:?}");
+            packed.extend(b"\0\0\0\0070701");
+            if c == Compression::None {
+                continue;
+            }
+            let (out, used) = c.decompress_stream(&packed).unwrap();
+            assert!(out == data, "{c:?}");
+            assert_eq!(used, len, "{c:?} must stop at its own end");
+        }
+    }
+
+    #[test]
+    fn lz4_legacy_blocks_are_at_most_8mib() {
+        let data = vec![7u8; LZ4_LEGACY_BLOCK + 10];
+        let packed = lz4_legacy_encode(&data);
+        assert_eq!(lz4_legacy_decode(&packed).unwrap(), (data, packed.len()));
+        assert!(lz4_legacy_decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn xz_uses_crc32_for_the_kernel() {
+        let packed = Compression::Xz.compress(b"hello").unwrap();
+        // Stream flags byte 7: check type 1 = CRC32.
+        assert_eq!(packed[7], 1);
+    }
+}

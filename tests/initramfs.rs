@@ -1,0 +1,43 @@
+//! The initramfs reader and kmod index writer against what the guest's own tools made.
+
+mod common;
+
+use common::*;
+use pv2hvm::initramfs::{Initramfs, kmod_index};
+
+fn fixture_initramfs() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixture_cloud();
+    let t = fx.display().to_string();
+    let ver = kernel_version(&t);
+    let out = dir.path().join("initrd");
+    debugfs(&t, &format!("dump /boot/initrd.img-{ver} {}", out.display()), false);
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn reads_the_guest_initramfs_and_rebuilds_it_identically() {
+    let data = fixture_initramfs();
+    let ird = Initramfs::parse(&data).unwrap();
+    assert!(ird.find("init").is_some());
+    assert!(ird.find("conf/modules").is_some());
+    assert!(ird.entries().any(|e| e.path().ends_with("/xen-blkfront.ko")));
+    assert_eq!(ird.to_bytes().unwrap(), data, "an unchanged initramfs is written back byte for byte");
+}
+
+#[test]
+fn kmod_indexes_match_the_guest_depmod_byte_for_byte() {
+    let ird = Initramfs::parse(&fixture_initramfs()).unwrap();
+    let moddir = ird
+        .entries()
+        .find(|e| e.path().ends_with("/modules.dep"))
+        .map(|e| e.path().trim_end_matches("/modules.dep").to_string())
+        .unwrap();
+    let text = |n: &str| String::from_utf8(ird.find(&format!("{moddir}/{n}")).unwrap().data.clone()).unwrap();
+    let bin = |n: &str| ird.find(&format!("{moddir}/{n}")).unwrap().data.clone();
+    let dep = text("modules.dep");
+    let order = kmod_index::dep_order(&dep);
+    assert_eq!(kmod_index::dep_index(&dep), bin("modules.dep.bin"));
+    assert_eq!(kmod_index::alias_index(&text("modules.alias"), &order), bin("modules.alias.bin"));
+    assert_eq!(kmod_index::symbols_index(&text("modules.symbols"), &order), bin("modules.symbols.bin"));
+}

@@ -79,6 +79,8 @@ pub struct BootOutcome {
     pub root_rw: Option<bool>,
     pub seconds: f64,
     pub timed_out: bool,
+    /// A console line that says the boot cannot succeed (root device never found, panic).
+    pub failure: Option<String>,
     /// The last console lines, for a report when the boot fell short.
     pub tail: Vec<String>,
 }
@@ -102,7 +104,11 @@ impl BootOutcome {
                 self.bus,
                 self.stage,
                 self.seconds,
-                if self.timed_out { " (timed out)" } else { "" },
+                match (&self.failure, self.timed_out) {
+                    (Some(f), _) => format!(" ({f})"),
+                    (None, true) => " (timed out)".to_string(),
+                    (None, false) => String::new(),
+                },
                 self.tail.join("\n  ")
             ),
         }
@@ -137,6 +143,20 @@ pub fn qemu_args(check: &BootCheck) -> Vec<String> {
     });
     args
 }
+
+/// Console lines after which a boot cannot reach userspace any more.
+const FAILURES: &[&str] = &[
+    "Kernel panic",
+    "dracut-initqueue: timeout, still waiting",
+    "Timed out waiting for device",
+    "Entering emergency mode",
+    "Dropping to a shell",
+    "Dropping to debug shell",
+    "You are in emergency mode",
+    "error: no such partition",
+    "error: file `",
+    "error: can't find command",
+];
 
 fn stage_of(line: &str) -> Option<Stage> {
     if line.contains(MARKER) {
@@ -187,17 +207,23 @@ pub fn run(check: &BootCheck) -> Result<BootOutcome, BootCheckError> {
     let mut stage = Stage::Nothing;
     let mut marker = None;
     let mut timed_out = false;
+    let mut failure: Option<String> = None;
     let mut deadline = started + check.timeout;
     loop {
         let now = Instant::now();
         if now >= deadline {
-            timed_out = marker.is_none();
+            timed_out = marker.is_none() && failure.is_none();
             break;
         }
         match rx.recv_timeout(deadline - now) {
             Ok(line) => {
                 if let Some(s) = stage_of(&line) {
                     stage = stage.max(s);
+                }
+                if marker.is_none() && failure.is_none() && let Some(f) = FAILURES.iter().find(|f| line.contains(**f)) {
+                    failure = Some(line[line.find(f).unwrap_or(0)..].to_string());
+                    // Keep a little more of the console for the report, then stop.
+                    deadline = deadline.min(Instant::now() + Duration::from_secs(3));
                 }
                 if marker.is_none() && line.contains(MARKER) {
                     marker = Some(line[line.find(MARKER).expect("found")..].to_string());
@@ -233,6 +259,7 @@ pub fn run(check: &BootCheck) -> Result<BootOutcome, BootCheckError> {
         root_rw,
         seconds: started.elapsed().as_secs_f64(),
         timed_out,
+        failure,
         tail,
     })
 }

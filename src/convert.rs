@@ -10,11 +10,13 @@ use serde::Serialize;
 use crate::blockdev::{BlockSink, BlockSource, LocalFileSink, LocalFileSource};
 use crate::disk::layout::{LayoutError, LayoutKind};
 use crate::disk::superblock::Superblock;
+use crate::drivers::{self, DriverError, InitramfsPlan, Target};
 use crate::ext2fs::{BACKUP_SUFFIX, Ext2Error, Ext2Fs};
 use crate::fsck::{self, FsckError};
 use crate::grub::{self, GrubError, GrubPc};
 use crate::inspect::{self, InspectError};
 use crate::plan::{self, EditAction, Plan, PlanOptions};
+
 use crate::progress::Progress;
 
 const COPY_CHUNK: usize = 4 << 20;
@@ -30,6 +32,9 @@ pub struct ConvertOptions {
     /// Replace an existing destination.
     pub force: bool,
     pub quiet: bool,
+    pub target: Target,
+    pub all_kernels: bool,
+    pub keep_initramfs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,8 @@ pub enum ConvertError {
     DestIsSource(PathBuf),
     #[error("{context} {target} at offset {offset}: {err}")]
     Io { context: &'static str, target: String, offset: u64, err: std::io::Error },
+    #[error("injecting drivers")]
+    Drivers(#[from] DriverError),
     #[error("the journal of the copy still needs recovery after e2fsck replayed it")]
     JournalNotReplayed,
 }
@@ -67,8 +74,43 @@ pub struct ConvertReport {
 /// Opens the source and computes the plan, writing nothing.
 pub fn plan_only(source: &Path, opts: &PlanOptions) -> Result<Plan, ConvertError> {
     let src = open_source(source)?;
-    let guest = inspect::inspect(&src)?;
-    Ok(plan::build(&guest, src.len(), opts)?)
+    let layout = crate::disk::detect::detect(&src).map_err(InspectError::from)?;
+    let fs = Ext2Fs::open(source, layout.fs_offset, false)
+        .map_err(|err| InspectError::Filesystem { image: src.describe(), err })?;
+    plan_from_fs(&src, layout, &fs, opts)
+}
+
+/// Inspection, driver analysis and the plan, over an open filesystem.
+fn plan_from_fs(
+    src: &dyn BlockSource,
+    layout: crate::disk::detect::SourceLayout,
+    fs: &Ext2Fs,
+    opts: &PlanOptions,
+) -> Result<Plan, ConvertError> {
+    let guest = inspect::inspect_fs(&src.describe(), layout, fs)?;
+    let mut initramfs: Vec<InitramfsPlan> = Vec::new();
+    let mut warnings = Vec::new();
+    if !opts.keep_initramfs {
+        let kernels: Vec<&inspect::Kernel> = if opts.all_kernels {
+            guest.kernels.iter().filter(|k| guest.boot.text.contains(k.image.rsplit('/').next().unwrap_or(&k.image))).collect()
+        } else {
+            guest.default_kernel.iter().collect()
+        };
+        if kernels.is_empty() {
+            warnings.push("no kernel of the bootloader config was found in /boot: no drivers are injected".to_string());
+        }
+        for k in kernels {
+            let is_default = guest.default_kernel.as_ref().is_some_and(|d| d.version == k.version);
+            match drivers::analyze(fs, k, opts.target) {
+                Ok(p) => initramfs.push(p),
+                Err(e) if !is_default => warnings.push(format!("kernel {} is left as it is: {e}", k.version)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let mut plan = plan::build(&guest, src.len(), opts, initramfs)?;
+    plan.warnings.extend(warnings);
+    Ok(plan)
 }
 
 fn open_source(source: &Path) -> Result<LocalFileSource, ConvertError> {
@@ -84,9 +126,13 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
         layout: opts.layout,
         size_gib: opts.size_gib,
         destination: Some(opts.dest.display().to_string()),
+        target: opts.target,
+        all_kernels: opts.all_kernels,
+        keep_initramfs: opts.keep_initramfs,
     };
     let guest = inspect::inspect(&src)?;
-    let first_plan = plan::build(&guest, src.len(), &plan_opts)?;
+    // Driver verdicts come before anything is written: a refusal leaves no output.
+    let first_plan = plan_only(&opts.source, &plan_opts)?;
     tracing::info!(source = %src.describe(), shape = guest.layout.shape, uuid = %guest.layout.fs.uuid, "inspected");
 
     let grub = GrubPc::locate(opts.grub_dir.as_deref())?;
@@ -133,11 +179,21 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
     let mut fs = Ext2Fs::open(&staging, disk.root_start, true)?;
     let mut layout = guest.layout.clone();
     layout.fs.needs_recovery = false;
-    let copy_guest = inspect::inspect_fs(&src.describe(), layout, &fs)?;
-    let mut final_plan = plan::build(&copy_guest, src.len(), &plan_opts)?;
+    let mut final_plan = plan_from_fs(&src, layout, &fs, &plan_opts)?;
     final_plan.journal_replay = first_plan.journal_replay;
     final_plan.warnings = first_plan.warnings.clone();
     apply_edits(&mut fs, &final_plan)?;
+    for ird in &final_plan.initramfs {
+        let bytes = drivers::rebuild(&fs, ird)?;
+        let free = fs.free_bytes();
+        // The original stays as the backup, so the new one needs room of its own.
+        let need = bytes.len() as u64 + (4 << 20);
+        if free < need {
+            return Err(DriverError::NoRoom { path: ird.path.clone(), need, free }.into());
+        }
+        fs.replace_file(&ird.path, &bytes)?;
+        tracing::info!(path = %ird.path, bytes = bytes.len(), added = ird.add.len(), "rebuilt the initramfs");
+    }
     fs.close()?;
     fsck::check_clean(&staging, disk.root_start)?;
 

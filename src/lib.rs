@@ -11,6 +11,7 @@ pub mod bootcheck;
 pub mod convert;
 pub mod disk;
 pub mod doctor;
+pub mod drivers;
 pub mod ext2fs;
 pub mod fsck;
 pub mod grub;

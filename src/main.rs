@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use pv2hvm::bootcheck::{self, BootCheck, DiskBus};
 use pv2hvm::convert::{self, ConvertOptions};
 use pv2hvm::disk::layout::LayoutKind;
+use pv2hvm::drivers::Target;
 use pv2hvm::plan::PlanOptions;
 
 #[derive(Parser)]
@@ -34,6 +35,13 @@ enum Layout {
 enum Format {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    Auto,
+    Nitro,
+    Xen,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,6 +83,15 @@ enum Cmd {
         /// Replace DST if it exists.
         #[arg(long)]
         force: bool,
+        /// Instance families to prepare drivers for: auto (Xen HVM and Nitro), nitro or xen.
+        #[arg(long, value_enum, default_value = "auto")]
+        target: TargetArg,
+        /// Inject drivers into every kernel of the bootloader config, not only the default.
+        #[arg(long)]
+        all_kernels: bool,
+        /// Do not rebuild any initramfs (no driver injection).
+        #[arg(long, conflicts_with_all = ["all_kernels"])]
+        keep_initramfs: bool,
     },
     /// Boot a disk image in QEMU (TCG, SeaBIOS) and report how far it got.
     BootCheck {
@@ -128,13 +145,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             grub_dir,
             force,
+            target,
+            all_kernels,
+            keep_initramfs,
         } => {
+            let target = match target {
+                TargetArg::Auto => Target::Auto,
+                TargetArg::Nitro => Target::Nitro,
+                TargetArg::Xen => Target::Xen,
+            };
             let layout = match layout {
                 Layout::Mbr => LayoutKind::Mbr,
                 Layout::Gpt => LayoutKind::Gpt,
             };
             if dry_run {
-                let opts = PlanOptions { layout, size_gib: size, destination: Some(dst.display().to_string()) };
+                let opts = PlanOptions {
+                    size_gib: size,
+                    destination: Some(dst.display().to_string()),
+                    target,
+                    all_kernels,
+                    keep_initramfs,
+                    ..PlanOptions::new(layout)
+                };
                 let plan = convert::plan_only(&src, &opts)
                     .with_context(|| format!("planning the conversion of {}", src.display()))?;
                 print_out(format, &plan, || plan.render_text())?;
@@ -148,6 +180,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 grub_dir,
                 force,
                 quiet: cli.quiet,
+                target,
+                all_kernels,
+                keep_initramfs,
             };
             let report = convert::convert(&opts)
                 .with_context(|| format!("converting {} to {}", src.display(), dst.display()))?;

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::disk::detect::SourceLayout;
+use crate::drivers::{DriverState, InitramfsPlan, Target};
 use crate::disk::layout::{DiskLayout, LayoutError, LayoutKind, MIB};
 use crate::ext2fs::BACKUP_SUFFIX;
 use crate::grub::{ConfigDialect, GrubPc, MODULES};
@@ -21,6 +22,18 @@ pub struct PlanOptions {
     /// Disk size in GiB; default: the source rounded up to whole GiB, plus 1 GiB.
     pub size_gib: Option<u64>,
     pub destination: Option<String>,
+    /// Which instance families to prepare drivers for.
+    pub target: Target,
+    /// Rebuild the initramfs of every kernel in the bootloader config, not just the default.
+    pub all_kernels: bool,
+    /// Leave every initramfs as it is (no driver injection).
+    pub keep_initramfs: bool,
+}
+
+impl PlanOptions {
+    pub fn new(layout: LayoutKind) -> Self {
+        PlanOptions { layout, size_gib: None, destination: None, target: Target::Auto, all_kernels: false, keep_initramfs: false }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -81,6 +94,9 @@ pub struct Plan {
     pub default_kernel: Option<Kernel>,
     pub kernels: Vec<Kernel>,
     pub edits: Vec<FileEdit>,
+    /// Initramfs rebuilds with injected drivers, one per kernel.
+    pub initramfs: Vec<InitramfsPlan>,
+    pub target: Target,
     pub journal_replay: bool,
     pub warnings: Vec<String>,
 }
@@ -90,8 +106,9 @@ pub fn default_size(source_len: u64) -> u64 {
     source_len.div_ceil(GIB) * GIB + GIB
 }
 
-/// Builds the plan for a guest; `source_len` is the source volume's size in bytes.
-pub fn build(guest: &Guest, source_len: u64, opts: &PlanOptions) -> Result<Plan, LayoutError> {
+/// Builds the plan for a guest; `source_len` is the source volume's size in bytes and
+/// `initramfs` the driver injections worked out by [`crate::drivers::analyze`].
+pub fn build(guest: &Guest, source_len: u64, opts: &PlanOptions, initramfs: Vec<InitramfsPlan>) -> Result<Plan, LayoutError> {
     let size = opts.size_gib.map_or_else(|| default_size(source_len), |g| g * GIB);
     let fs = &guest.layout.fs;
     let disk = DiskLayout::new(opts.layout, size, fs.size_bytes())?;
@@ -147,6 +164,30 @@ pub fn build(guest: &Guest, source_len: u64, opts: &PlanOptions) -> Result<Plan,
             like: None,
         });
     }
+    for ird in &initramfs {
+        if let Some(p) = &ird.persist {
+            let old = p.old.as_deref().unwrap_or("");
+            let notes = vec![format!("keeps {} in future {} builds", ird.load.join(" "), generator_name(ird))];
+            match &p.old {
+                Some(_) => push_rewrite(&mut edits, &p.path, old, p.new.clone(), notes),
+                None => edits.push(FileEdit {
+                    path: p.path.clone(),
+                    action: EditAction::Create,
+                    backup: None,
+                    notes,
+                    diff: unified_diff("/dev/null", &format!("b{}", p.path), "", &p.new),
+                    new_text: Some(p.new.clone()),
+                    like: Some(p.like.clone()),
+                }),
+            }
+        }
+        for d in ird.drivers.iter().filter(|d| d.purpose == "emulated" && d.state == DriverState::Missing) {
+            warnings.push(format!("kernel {} has no {} driver: the emulated disk of Xen HVM cannot be used as a fallback", ird.kernel, d.name));
+        }
+    }
+    if opts.keep_initramfs {
+        warnings.push("--keep-initramfs: no drivers are injected; the image boots only where its initramfs already has the disk driver".into());
+    }
     if fs.needs_recovery {
         warnings.push("the journal needs recovery: it is replayed on the copy before editing, and file contents shown here are from before the replay".into());
     }
@@ -193,9 +234,19 @@ pub fn build(guest: &Guest, source_len: u64, opts: &PlanOptions) -> Result<Plan,
         default_kernel: guest.default_kernel.clone(),
         kernels: guest.kernels.clone(),
         edits,
+        initramfs,
+        target: opts.target,
         journal_replay: fs.needs_recovery,
         warnings,
     })
+}
+
+fn generator_name(ird: &InitramfsPlan) -> &'static str {
+    match ird.generator {
+        crate::drivers::Generator::InitramfsTools => "initramfs-tools",
+        crate::drivers::Generator::Dracut => "dracut",
+        crate::drivers::Generator::Mkinitrd => "mkinitrd",
+    }
 }
 
 fn push_rewrite(edits: &mut Vec<FileEdit>, path: &str, old: &str, new: String, notes: Vec<String>) {
@@ -222,6 +273,15 @@ fn human(bytes: u64) -> String {
         format!("{:.1} GiB", bytes as f64 / GIB as f64)
     } else {
         format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    }
+}
+
+fn state_name(s: DriverState) -> &'static str {
+    match s {
+        DriverState::BuiltIn => "built-in",
+        DriverState::Initramfs => "in initramfs",
+        DriverState::Rootfs => "added",
+        DriverState::Missing => "missing",
     }
 }
 
@@ -280,6 +340,29 @@ impl Plan {
                     m.pv_device, m.partition, m.nitro_device, m.xen_hvm_device, m.spec
                 ),
             );
+        }
+        for ird in &self.initramfs {
+            line(
+                "initramfs",
+                format!(
+                    "{} ({}, {}, kernel {}): Nitro {}, Xen HVM {}",
+                    ird.path,
+                    generator_name(ird),
+                    ird.compression.name(),
+                    ird.kernel,
+                    if ird.nitro_possible { "ready" } else { "not possible" },
+                    if ird.xen_hvm_possible { "ready" } else { "not possible" },
+                ),
+            );
+            let states: Vec<String> = ird.drivers.iter().map(|d| format!("{} {}", d.name, state_name(d.state))).collect();
+            line("", format!("drivers: {}", states.join(", ")));
+            if ird.add.is_empty() {
+                line("", "adds no modules".into());
+            } else {
+                let names: Vec<&str> = ird.add.iter().map(|p| p.rsplit('/').next().unwrap_or(p)).collect();
+                line("", format!("adds {} (original kept as {})", names.join(" "), ird.backup));
+            }
+            line("", format!("loads at boot: {}", ird.load.join(" ")));
         }
         line(
             "journal",

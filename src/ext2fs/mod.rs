@@ -139,6 +139,18 @@ impl Ext2Fs {
         Ok(Ext2Fs { fs, writable, extents })
     }
 
+    /// Free space, from libext2fs' in-memory superblock (it tracks allocations as they happen).
+    pub fn free_bytes(&self) -> u64 {
+        // `struct struct_ext2_filsys` starts: errcode_t magic; io_channel io; int flags;
+        // char *device_name; struct ext2_super_block *super — at offset 32 on LP64.
+        // SAFETY: fs is open; `super` points at the 1024-byte in-memory superblock.
+        let sb = unsafe {
+            let sup = *(self.fs as *const u8).add(32).cast::<*const u8>();
+            std::slice::from_raw_parts(sup, 1024)
+        };
+        crate::disk::superblock::Superblock::parse(sb).map_or(0, |s| s.free_blocks * s.block_size)
+    }
+
     /// Flushes and closes, reporting errors that a drop would swallow.
     pub fn close(mut self) -> Result<()> {
         let rc = unsafe { ext2fs_close_free(&mut self.fs) };
@@ -553,3 +565,4 @@ pub fn guest_join(dir: &str, name: &str) -> String {
     let p: PathBuf = Path::new(dir).join(name);
     p.to_string_lossy().into_owned()
 }
+const _: () = assert!(std::mem::size_of::<usize>() == 8, "the struct_ext2_filsys layout used here is LP64");

@@ -1,0 +1,552 @@
+//! Driver injection: which PV-on-HVM, Nitro and emulated-disk drivers a kernel has (built in,
+//! in its initramfs, only in the root filesystem, or missing), and an initramfs rebuilt
+//! offline with the missing ones, loaded at boot and listed in kmod's indexes.
+//!
+//! The guest's dracut or mkinitramfs is never run: modules come from the guest's own
+//! `/lib/modules/<version>`, dependencies from its `modules.dep` and each module's `.modinfo`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::ext2fs::{BACKUP_SUFFIX, Ext2Error, Ext2Fs, Kind};
+use crate::initramfs::{Compression, Initramfs, InitramfsError, kmod_index};
+use crate::inspect::Kernel;
+
+/// The instance families to prepare for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Both Xen HVM and Nitro.
+    Auto,
+    Nitro,
+    Xen,
+}
+
+/// The tool that built the initramfs, which decides how modules get loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Generator {
+    InitramfsTools,
+    Dracut,
+    /// RHEL/CentOS 5–6 mkinitrd with a nash `init` script.
+    Mkinitrd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverState {
+    BuiltIn,
+    Initramfs,
+    /// A module in the root filesystem, missing from the initramfs.
+    Rootfs,
+    Missing,
+}
+
+/// (module name, purpose, required for) of every driver pv2hvm looks after.
+const DRIVERS: &[(&str, &str, Option<&str>)] = &[
+    ("xen-platform-pci", "xen", None),
+    ("xen-blkfront", "xen", Some("xen")),
+    ("xen-netfront", "xen", Some("xen")),
+    ("nvme", "nitro", Some("nitro")),
+    ("ena", "nitro", Some("nitro")),
+    ("ata_piix", "emulated", None),
+    ("ata_generic", "emulated", None),
+    ("sd_mod", "emulated", None),
+];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DriverRow {
+    pub name: String,
+    pub purpose: &'static str,
+    pub state: DriverState,
+}
+
+/// What injection does to one kernel's initramfs.
+#[derive(Clone, Debug, Serialize)]
+pub struct InitramfsPlan {
+    pub kernel: String,
+    pub path: String,
+    pub backup: String,
+    pub generator: Generator,
+    pub compression: Compression,
+    pub drivers: Vec<DriverRow>,
+    /// Module files added, dependencies first (paths relative to the modules directory).
+    pub add: Vec<String>,
+    /// Modules loaded explicitly at boot.
+    pub load: Vec<String>,
+    pub nitro_possible: bool,
+    pub xen_hvm_possible: bool,
+    /// Where the initramfs keeps modules.
+    #[serde(skip)]
+    moddir: String,
+    #[serde(skip)]
+    guest_moddir: String,
+    /// The guest's initramfs generator config that keeps the drivers in future rebuilds.
+    #[serde(skip)]
+    pub persist: Option<PersistEdit>,
+}
+
+/// A change to the guest's initramfs generator config.
+#[derive(Clone, Debug)]
+pub struct PersistEdit {
+    pub path: String,
+    pub old: Option<String>,
+    pub new: String,
+    /// For a new file: an existing file whose owner, mode and labels it copies.
+    pub like: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("{0}")]
+    Ext2(#[from] Ext2Error),
+    #[error("{path}: {err}")]
+    Initramfs { path: String, err: InitramfsError },
+    #[error("{path}: unrecognised initramfs generator (not initramfs-tools, dracut or mkinitrd)")]
+    UnknownGenerator { path: String },
+    #[error("kernel {kernel} has no initramfs in /boot")]
+    NoInitramfs { kernel: String },
+    #[error("kernel {kernel} has no module directory (/lib/modules/{kernel}) with a modules.dep")]
+    NoModules { kernel: String },
+    #[error("kernel {kernel} has no {driver} driver: {target} is not possible without a newer kernel{remains}")]
+    Missing { kernel: String, driver: String, target: &'static str, remains: String },
+    #[error("{path}: {err}")]
+    Module { path: String, err: std::io::Error },
+    #[error("{path}: {err}")]
+    Encode { path: String, err: InitramfsError },
+    #[error("not enough free space for the rebuilt {path}: it needs {need} bytes, {free} are free")]
+    NoRoom { path: String, need: u64, free: u64 },
+}
+
+/// The guest's module tree for one kernel, read from its text indexes.
+struct GuestModules {
+    dir: String,
+    dep_text: String,
+    /// Module name → path relative to `dir`.
+    paths: HashMap<String, String>,
+    /// Module name → dependencies from modules.dep.
+    deps: HashMap<String, Vec<String>>,
+    builtin: HashSet<String>,
+    alias_text: String,
+    symbols_text: String,
+}
+
+fn text(fs: &Ext2Fs, path: &str) -> Result<Option<String>, Ext2Error> {
+    Ok(fs.try_read_file(path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+impl GuestModules {
+    fn load(fs: &Ext2Fs, kernel: &Kernel) -> Result<Self, DriverError> {
+        let no = || DriverError::NoModules { kernel: kernel.version.clone() };
+        let dir = kernel.modules_dir.clone().ok_or_else(no)?;
+        let dep_text = text(fs, &format!("{dir}/modules.dep"))?.ok_or_else(no)?;
+        let mut paths = HashMap::new();
+        let mut deps = HashMap::new();
+        for line in dep_text.lines() {
+            let Some((path, rest)) = line.split_once(':') else { continue };
+            let name = kmod_index::module_name(path);
+            deps.insert(name.clone(), rest.split_whitespace().map(kmod_index::module_name).collect());
+            paths.insert(name, path.to_string());
+        }
+        let builtin = text(fs, &format!("{dir}/modules.builtin"))?
+            .unwrap_or_default()
+            .lines()
+            .map(kmod_index::module_name)
+            .collect();
+        Ok(GuestModules {
+            alias_text: text(fs, &format!("{dir}/modules.alias"))?.unwrap_or_default(),
+            symbols_text: text(fs, &format!("{dir}/modules.symbols"))?.unwrap_or_default(),
+            dir,
+            dep_text,
+            paths,
+            deps,
+            builtin,
+        })
+    }
+
+    /// `name` and everything it needs, dependencies first: modules.dep and `.modinfo depends=`.
+    fn closure(&self, fs: &Ext2Fs, name: &str, out: &mut Vec<String>, seen: &mut HashSet<String>) -> Result<(), DriverError> {
+        if !seen.insert(name.to_string()) || self.builtin.contains(name) {
+            return Ok(());
+        }
+        let Some(path) = self.paths.get(name) else { return Ok(()) };
+        let mut needs: BTreeSet<String> = self.deps.get(name).cloned().unwrap_or_default().into_iter().collect();
+        let full = format!("{}/{path}", self.dir);
+        let bytes = fs.read_file(&full)?;
+        let plain = decompress_module(path, &bytes).map_err(|err| DriverError::Module { path: full.clone(), err })?;
+        for (k, v) in modinfo(&plain) {
+            if k == "depends" {
+                needs.extend(v.split(',').filter(|d| !d.is_empty()).map(|d| d.replace('-', "_")));
+            }
+        }
+        for dep in needs {
+            self.closure(fs, &dep, out, seen)?;
+        }
+        out.push(name.to_string());
+        Ok(())
+    }
+}
+
+/// Decompresses a module file as its suffix says (`.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`).
+pub fn decompress_module(path: &str, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    if path.ends_with(".xz") {
+        liblzma::read::XzDecoder::new(bytes).read_to_end(&mut out)?;
+    } else if path.ends_with(".zst") {
+        out = zstd::stream::decode_all(bytes)?;
+    } else if path.ends_with(".gz") {
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+    } else {
+        out = bytes.to_vec();
+    }
+    Ok(out)
+}
+
+/// The `key=value` pairs of an ELF module's `.modinfo` section.
+pub fn modinfo(elf: &[u8]) -> Vec<(String, String)> {
+    use object::{Object, ObjectSection};
+    let Ok(file) = object::File::parse(elf) else { return Vec::new() };
+    let Some(data) = file.section_by_name(".modinfo").and_then(|s| s.data().ok()) else { return Vec::new() };
+    data.split(|&b| b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+fn detect_generator(ird: &Initramfs, path: &str) -> Result<Generator, DriverError> {
+    let has_prefix = |p: &str| ird.entries().any(|e| e.path().starts_with(p));
+    if has_prefix("usr/lib/dracut/") || has_prefix("lib/dracut/") {
+        Ok(Generator::Dracut)
+    } else if ird.find("conf/initramfs.conf").is_some() || ird.find("scripts/functions").is_some() {
+        Ok(Generator::InitramfsTools)
+    } else if ird.find("init").is_some_and(|e| e.data.starts_with(b"#!/bin/nash")) {
+        Ok(Generator::Mkinitrd)
+    } else {
+        Err(DriverError::UnknownGenerator { path: path.to_string() })
+    }
+}
+
+/// Where the initramfs keeps this kernel's modules.
+fn initramfs_moddir(ird: &Initramfs, generator: Generator, version: &str) -> String {
+    if generator == Generator::Mkinitrd {
+        return "lib".into();
+    }
+    let marker = format!("modules/{version}/");
+    if let Some(e) = ird.entries().find(|e| e.path().contains(&marker)) {
+        let p = e.path();
+        return p[..p.find(&marker).expect("contains") + marker.len() - 1].to_string();
+    }
+    if ird.find("lib").is_some_and(|e| e.is_symlink()) { format!("usr/lib/modules/{version}") } else { format!("lib/modules/{version}") }
+}
+
+/// Works out what injection does for `kernel` (nothing is written).
+pub fn analyze(fs: &Ext2Fs, kernel: &Kernel, target: Target) -> Result<InitramfsPlan, DriverError> {
+    let path = kernel.initramfs.clone().ok_or_else(|| DriverError::NoInitramfs { kernel: kernel.version.clone() })?;
+    let guest = GuestModules::load(fs, kernel)?;
+    let ird = Initramfs::parse(&fs.read_file(&path)?).map_err(|err| DriverError::Initramfs { path: path.clone(), err })?;
+    let generator = detect_generator(&ird, &path)?;
+    let moddir = initramfs_moddir(&ird, generator, &kernel.version);
+    let present: HashSet<String> = ird
+        .entries()
+        .filter(|e| e.is_file() && e.path().contains(".ko"))
+        .map(|e| kmod_index::module_name(e.path()))
+        .collect();
+
+    let mut drivers = Vec::new();
+    for (name, purpose, _) in DRIVERS {
+        let key = name.replace('-', "_");
+        let state = if guest.builtin.contains(&key) {
+            DriverState::BuiltIn
+        } else if present.contains(&key) {
+            DriverState::Initramfs
+        } else if guest.paths.contains_key(&key) {
+            DriverState::Rootfs
+        } else {
+            DriverState::Missing
+        };
+        drivers.push(DriverRow { name: name.to_string(), purpose, state });
+    }
+    let pvhvm = pvhvm(fs, kernel)?;
+    // xen-platform-pci is not a module at all on kernels where PVHVM builds it in.
+    for d in drivers.iter_mut().filter(|d| d.name == "xen-platform-pci" && d.state == DriverState::Missing && pvhvm) {
+        d.state = DriverState::BuiltIn;
+    }
+    let has = |n: &str| drivers.iter().any(|d| d.name == n && d.state != DriverState::Missing);
+    let nitro_possible = has("nvme") && has("ena");
+    let xen_hvm_possible = has("xen-blkfront") && has("xen-netfront") && pvhvm;
+    let wanted_targets: &[&str] = match target {
+        Target::Auto => &["nitro", "xen"],
+        Target::Nitro => &["nitro"],
+        Target::Xen => &["xen"],
+    };
+    for t in wanted_targets {
+        let (possible, label, other, other_ok, flag) = match *t {
+            "nitro" => (nitro_possible, "Nitro", "Xen HVM", xen_hvm_possible, "xen"),
+            _ => (xen_hvm_possible, "Xen HVM", "Nitro", nitro_possible, "nitro"),
+        };
+        if !possible {
+            let driver = DRIVERS
+                .iter()
+                .find(|(n, _, req)| *req == Some(*t) && !has(n))
+                .map_or_else(|| "PVHVM (CONFIG_XEN_PVHVM)".to_string(), |(n, _, _)| n.to_string());
+            let remains = if other_ok { format!("; {other} remains possible: pass --target {flag}") } else { String::new() };
+            return Err(DriverError::Missing { kernel: kernel.version.clone(), driver, target: label, remains });
+        }
+    }
+    let purposes: Vec<&str> = match target {
+        Target::Auto => vec!["xen", "nitro", "emulated"],
+        Target::Nitro => vec!["nitro", "emulated"],
+        Target::Xen => vec!["xen", "emulated"],
+    };
+    let mut add_names = Vec::new();
+    let mut seen = HashSet::new();
+    let mut load = Vec::new();
+    for d in drivers.iter().filter(|d| purposes.contains(&d.purpose)) {
+        if matches!(d.state, DriverState::Rootfs | DriverState::Initramfs) {
+            load.push(d.name.clone());
+        }
+        if d.state == DriverState::Rootfs {
+            guest.closure(fs, &d.name.replace('-', "_"), &mut add_names, &mut seen)?;
+        }
+    }
+    let add: Vec<String> = add_names.iter().filter(|n| !present.contains(*n)).filter_map(|n| guest.paths.get(n).cloned()).collect();
+    let persist = persist_edit(fs, generator, &load)?;
+    Ok(InitramfsPlan {
+        kernel: kernel.version.clone(),
+        backup: format!("{path}{BACKUP_SUFFIX}"),
+        path,
+        generator,
+        compression: ird.compression(),
+        drivers,
+        add,
+        load,
+        nitro_possible,
+        xen_hvm_possible,
+        moddir,
+        guest_moddir: guest.dir,
+        persist,
+    })
+}
+
+/// A kernel runs as a PVHVM guest unless its config says otherwise.
+fn pvhvm(fs: &Ext2Fs, kernel: &Kernel) -> Result<bool, DriverError> {
+    let Some(cfg) = &kernel.config else { return Ok(true) };
+    let Some(text) = text(fs, cfg)? else { return Ok(true) };
+    Ok(text.lines().any(|l| l == "CONFIG_XEN_PVHVM=y" || l == "CONFIG_XEN_PVHVM_GUEST=y"))
+}
+
+/// The generator config that keeps `names` in future initramfs builds.
+fn persist_edit(fs: &Ext2Fs, generator: Generator, names: &[String]) -> Result<Option<PersistEdit>, DriverError> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let (path, old) = match generator {
+        Generator::InitramfsTools => {
+            let p = "/etc/initramfs-tools/modules";
+            (p.to_string(), text(fs, p)?)
+        }
+        Generator::Dracut => {
+            let dir_ok = matches!(fs.try_resolve("/etc/dracut.conf.d")?, Some(r) if r.stat.kind == Kind::Dir);
+            let p = if dir_ok { "/etc/dracut.conf.d/pv2hvm.conf" } else { "/etc/dracut.conf" };
+            (p.to_string(), text(fs, p)?)
+        }
+        Generator::Mkinitrd => {
+            let p = "/etc/modprobe.conf";
+            (p.to_string(), text(fs, p)?)
+        }
+    };
+    let base = old.clone().unwrap_or_default();
+    let mut new = base.clone();
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    match generator {
+        Generator::InitramfsTools => {
+            let have: HashSet<&str> = base.lines().map(str::trim).collect();
+            let missing: Vec<&String> = names.iter().filter(|n| !have.contains(n.as_str())).collect();
+            if missing.is_empty() {
+                return Ok(None);
+            }
+            new.push_str("# Added by pv2hvm: PV-on-HVM, Nitro and emulated-disk drivers.\n");
+            for n in missing {
+                new.push_str(&format!("{n}\n"));
+            }
+        }
+        Generator::Dracut => {
+            new.push_str("# Added by pv2hvm: PV-on-HVM, Nitro and emulated-disk drivers.\n");
+            new.push_str(&format!("add_drivers+=\" {} \"\n", names.join(" ")));
+        }
+        Generator::Mkinitrd => {
+            let mut n = base.lines().filter(|l| l.trim_start().starts_with("alias scsi_hostadapter")).count();
+            new.push_str("# Added by pv2hvm: block drivers for mkinitrd.\n");
+            for name in names.iter().filter(|m| ["xen-blkfront", "nvme", "ata_piix", "sd_mod"].contains(&m.as_str())) {
+                let suffix = if n == 0 { String::new() } else { n.to_string() };
+                new.push_str(&format!("alias scsi_hostadapter{suffix} {name}\n"));
+                n += 1;
+            }
+        }
+    }
+    if new == base {
+        return Ok(None);
+    }
+    let mut like = "/etc/fstab".to_string();
+    for candidate in [path.as_str(), "/etc/dracut.conf", "/etc/initramfs-tools/initramfs.conf"] {
+        if matches!(fs.try_resolve(candidate)?, Some(r) if r.stat.kind == Kind::File) {
+            like = candidate.to_string();
+            break;
+        }
+    }
+    Ok(Some(PersistEdit { path, old, new, like }))
+}
+
+/// Builds the new initramfs bytes for a plan, reading modules from the guest.
+pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError> {
+    let path = &plan.path;
+    let ird_err = |err| DriverError::Initramfs { path: path.clone(), err };
+    let mut ird = Initramfs::parse(&fs.read_file(path)?).map_err(ird_err)?;
+    let guest = GuestModules::load(fs, &Kernel {
+        version: plan.kernel.clone(),
+        image: String::new(),
+        config: None,
+        initramfs: None,
+        modules_dir: Some(plan.guest_moddir.clone()),
+    })?;
+    let moddir = plan.moddir.clone();
+    let read_text = |ird: &Initramfs, name: &str| {
+        ird.find(&format!("{moddir}/{name}")).map(|e| String::from_utf8_lossy(&e.data).into_owned()).unwrap_or_default()
+    };
+    let mut dep = read_text(&ird, "modules.dep");
+    let mut alias = read_text(&ird, "modules.alias");
+    let mut symbols = read_text(&ird, "modules.symbols");
+    let mut order = read_text(&ird, "modules.order");
+    let added: HashSet<String> = plan.add.iter().map(|p| kmod_index::module_name(p)).collect();
+    let seg = ird.main_segment();
+    for rel in &plan.add {
+        let bytes = fs.read_file(&format!("{}/{rel}", guest.dir))?;
+        let name = kmod_index::module_name(rel);
+        let dest = if plan.generator == Generator::Mkinitrd {
+            format!("lib/{}", rel.rsplit('/').next().unwrap_or(rel))
+        } else {
+            format!("{moddir}/{rel}")
+        };
+        seg.put_file(&dest, 0o644, bytes);
+        if let Some(line) = guest.dep_text.lines().find(|l| l.split_once(':').is_some_and(|(p, _)| p == rel)) {
+            push_line(&mut dep, line);
+        }
+        push_line(&mut order, rel);
+        for line in guest.alias_text.lines().filter(|l| l.split_whitespace().nth(2) == Some(name.as_str())) {
+            push_line(&mut alias, line);
+        }
+        for line in guest.symbols_text.lines().filter(|l| l.split_whitespace().nth(2) == Some(name.as_str())) {
+            push_line(&mut symbols, line);
+        }
+    }
+    if plan.generator != Generator::Mkinitrd && !added.is_empty() {
+        let prio = kmod_index::dep_order(&dep);
+        seg.put_file(&format!("{moddir}/modules.dep"), 0o644, dep.clone().into_bytes());
+        seg.put_file(&format!("{moddir}/modules.dep.bin"), 0o644, kmod_index::dep_index(&dep));
+        seg.put_file(&format!("{moddir}/modules.alias"), 0o644, alias.clone().into_bytes());
+        seg.put_file(&format!("{moddir}/modules.alias.bin"), 0o644, kmod_index::alias_index(&alias, &prio));
+        seg.put_file(&format!("{moddir}/modules.symbols"), 0o644, symbols.clone().into_bytes());
+        seg.put_file(&format!("{moddir}/modules.symbols.bin"), 0o644, kmod_index::symbols_index(&symbols, &prio));
+        seg.put_file(&format!("{moddir}/modules.order"), 0o644, order.into_bytes());
+        for f in ["modules.builtin", "modules.builtin.bin", "modules.builtin.modinfo"] {
+            if seg.find_mut(&format!("{moddir}/{f}")).is_none()
+                && let Some(b) = fs.try_read_file(&format!("{}/{f}", guest.dir))?
+            {
+                seg.put_file(&format!("{moddir}/{f}"), 0o644, b);
+            }
+        }
+    }
+    add_load_list(seg, plan);
+    ird.to_bytes().map_err(|err| DriverError::Encode { path: path.clone(), err })
+}
+
+fn push_line(text: &mut String, line: &str) {
+    if text.lines().any(|l| l == line) {
+        return;
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+    text.push('\n');
+}
+
+/// Makes the initramfs load the plan's modules at boot, the way its generator does.
+fn add_load_list(seg: &mut crate::initramfs::Segment, plan: &InitramfsPlan) {
+    match plan.generator {
+        Generator::InitramfsTools => {
+            let mut text = seg.find_mut("conf/modules").map(|e| String::from_utf8_lossy(&e.data).into_owned()).unwrap_or_default();
+            for n in &plan.load {
+                push_line(&mut text, n);
+            }
+            seg.put_file("conf/modules", 0o644, text.into_bytes());
+        }
+        Generator::Dracut => {
+            let list: String = plan.load.iter().map(|n| format!("{n}\n")).collect();
+            seg.put_file("etc/modules-load.d/pv2hvm.conf", 0o644, list.into_bytes());
+            let cmdline = format!("rd.driver.pre={}\n", plan.load.join(","));
+            seg.put_file("etc/cmdline.d/50-pv2hvm.conf", 0o644, cmdline.into_bytes());
+        }
+        Generator::Mkinitrd => {
+            let Some(init) = seg.find_mut("init") else { return };
+            let text = String::from_utf8_lossy(&init.data).into_owned();
+            let files: Vec<String> = plan.add.iter().map(|p| p.rsplit('/').next().unwrap_or(p).to_string()).collect();
+            init.data = nash_insmod(&text, &files).into_bytes();
+            seg.changed = true;
+        }
+    }
+}
+
+/// Inserts `insmod /lib/<file>` lines into a nash init script after its last insmod (or
+/// before it makes the root device), dependencies first as given.
+pub fn nash_insmod(init: &str, files: &[String]) -> String {
+    let lines: Vec<&str> = init.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("insmod "))
+        .map(|i| i + 1)
+        .or_else(|| lines.iter().position(|l| l.trim_start().starts_with("mkblkdevs") || l.trim_start().starts_with("mkrootdev")))
+        .unwrap_or(lines.len());
+    let mut out: Vec<String> = lines[..at].iter().map(|s| s.to_string()).collect();
+    for f in files {
+        let line = format!("insmod /lib/{f}");
+        if !lines.contains(&line.as_str()) {
+            out.push(format!("echo \"Loading {} module\"", f.trim_end_matches(".ko")));
+            out.push(line);
+        }
+    }
+    out.extend(lines[at..].iter().map(|s| s.to_string()));
+    out.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nash_insmod_goes_after_the_last_insmod() {
+        let init = "#!/bin/nash\nmount -t proc /proc /proc\necho \"Loading ext3.ko module\"\ninsmod /lib/ext3.ko\nmkblkdevs\nmkrootdev -t ext3 -o defaults,ro sda1\n";
+        let out = nash_insmod(init, &["nvme-core.ko".into(), "nvme.ko".into()]);
+        assert_eq!(
+            out,
+            "#!/bin/nash\nmount -t proc /proc /proc\necho \"Loading ext3.ko module\"\ninsmod /lib/ext3.ko\necho \"Loading nvme-core module\"\ninsmod /lib/nvme-core.ko\necho \"Loading nvme module\"\ninsmod /lib/nvme.ko\nmkblkdevs\nmkrootdev -t ext3 -o defaults,ro sda1\n"
+        );
+        assert_eq!(nash_insmod(&out, &["nvme.ko".into()]), out, "idempotent");
+    }
+
+    #[test]
+    fn push_line_appends_once() {
+        let mut t = String::from("a");
+        push_line(&mut t, "b");
+        push_line(&mut t, "b");
+        assert_eq!(t, "a\nb\n");
+    }
+
+    #[test]
+    fn modinfo_of_garbage_is_empty() {
+        assert!(modinfo(b"not an elf").is_empty());
+    }
+}

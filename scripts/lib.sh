@@ -6,13 +6,13 @@ PV2HVM_CACHE=${PV2HVM_CACHE:-/var/cache/pv2hvm}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PV2HVM_CACHE/target}
 
 # Debian packages: build (libext2fs-dev, pkg-config), run (GRUB, e2fsprogs), --boot-check
-# (QEMU, SeaBIOS), fixtures (mmdebstrap) and tests (xfsprogs, btrfs-progs, fdisk, cpio).
+# (QEMU, SeaBIOS), fixtures (mmdebstrap) and tests (xfsprogs, btrfs-progs, fdisk, cpio, kmod).
 PV2HVM_PACKAGES=(
   libext2fs-dev comerr-dev pkg-config gcc
   grub-pc-bin grub-common e2fsprogs
   qemu-system-x86 seabios
   mmdebstrap ca-certificates
-  xfsprogs btrfs-progs fdisk cpio
+  xfsprogs btrfs-progs fdisk cpio kmod xz-utils
 )
 
 # Installs whatever of PV2HVM_PACKAGES is missing (apt-get update first, as apt needs).

@@ -220,7 +220,10 @@ pub fn run(check: &BootCheck) -> Result<BootOutcome, BootCheckError> {
                 if let Some(s) = stage_of(&line) {
                     stage = stage.max(s);
                 }
-                if marker.is_none() && failure.is_none() && let Some(f) = FAILURES.iter().find(|f| line.contains(**f)) {
+                if marker.is_none()
+                    && failure.is_none()
+                    && let Some(f) = FAILURES.iter().find(|f| line.contains(**f))
+                {
                     failure = Some(line[line.find(f).unwrap_or(0)..].to_string());
                     // Keep a little more of the console for the report, then stop.
                     deadline = deadline.min(Instant::now() + Duration::from_secs(3));

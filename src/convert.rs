@@ -92,7 +92,11 @@ fn plan_from_fs(
     let mut warnings = Vec::new();
     if !opts.keep_initramfs {
         let kernels: Vec<&inspect::Kernel> = if opts.all_kernels {
-            guest.kernels.iter().filter(|k| guest.boot.text.contains(k.image.rsplit('/').next().unwrap_or(&k.image))).collect()
+            guest
+                .kernels
+                .iter()
+                .filter(|k| guest.boot.text.contains(k.image.rsplit('/').next().unwrap_or(&k.image)))
+                .collect()
         } else {
             guest.default_kernel.iter().collect()
         };

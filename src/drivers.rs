@@ -166,12 +166,13 @@ impl GuestModules {
         })
     }
 
-    /// `name` and everything it needs, dependencies first: modules.dep and `.modinfo depends=`.
-    fn closure(&self, fs: &Ext2Fs, name: &str, out: &mut Vec<String>, seen: &mut HashSet<String>) -> Result<(), DriverError> {
-        if !seen.insert(name.to_string()) || self.builtin.contains(name) {
-            return Ok(());
+    /// What `name` needs: its modules.dep line and its `.modinfo depends=`; `None` for a
+    /// built-in or unknown module.
+    fn needs(&self, fs: &Ext2Fs, name: &str) -> Result<Option<Vec<String>>, DriverError> {
+        if self.builtin.contains(name) {
+            return Ok(None);
         }
-        let Some(path) = self.paths.get(name) else { return Ok(()) };
+        let Some(path) = self.paths.get(name) else { return Ok(None) };
         let mut needs: BTreeSet<String> = self.deps.get(name).cloned().unwrap_or_default().into_iter().collect();
         let full = format!("{}/{path}", self.dir);
         let bytes = fs.read_file(&full)?;
@@ -181,12 +182,29 @@ impl GuestModules {
                 needs.extend(v.split(',').filter(|d| !d.is_empty()).map(|d| d.replace('-', "_")));
             }
         }
-        for dep in needs {
-            self.closure(fs, &dep, out, seen)?;
-        }
-        out.push(name.to_string());
-        Ok(())
+        Ok(Some(needs.into_iter().collect()))
     }
+}
+
+/// A module's direct dependencies, or `None` when it has nothing to load.
+pub type NeedsFn<'a, E> = dyn FnMut(&str) -> Result<Option<Vec<String>>, E> + 'a;
+
+/// Appends `name` and everything it needs to `out`, dependencies first, each once.
+pub fn resolve<E>(
+    name: &str,
+    needs: &mut NeedsFn<'_, E>,
+    out: &mut Vec<String>,
+    seen: &mut HashSet<String>,
+) -> Result<(), E> {
+    if !seen.insert(name.to_string()) {
+        return Ok(());
+    }
+    let Some(deps) = needs(name)? else { return Ok(()) };
+    for dep in deps {
+        resolve(&dep, needs, out, seen)?;
+    }
+    out.push(name.to_string());
+    Ok(())
 }
 
 /// Decompresses a module file as its suffix says (`.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`).
@@ -237,14 +255,19 @@ fn initramfs_moddir(ird: &Initramfs, generator: Generator, version: &str) -> Str
         let p = e.path();
         return p[..p.find(&marker).expect("contains") + marker.len() - 1].to_string();
     }
-    if ird.find("lib").is_some_and(|e| e.is_symlink()) { format!("usr/lib/modules/{version}") } else { format!("lib/modules/{version}") }
+    if ird.find("lib").is_some_and(|e| e.is_symlink()) {
+        format!("usr/lib/modules/{version}")
+    } else {
+        format!("lib/modules/{version}")
+    }
 }
 
 /// Works out what injection does for `kernel` (nothing is written).
 pub fn analyze(fs: &Ext2Fs, kernel: &Kernel, target: Target) -> Result<InitramfsPlan, DriverError> {
     let path = kernel.initramfs.clone().ok_or_else(|| DriverError::NoInitramfs { kernel: kernel.version.clone() })?;
     let guest = GuestModules::load(fs, kernel)?;
-    let ird = Initramfs::parse(&fs.read_file(&path)?).map_err(|err| DriverError::Initramfs { path: path.clone(), err })?;
+    let ird =
+        Initramfs::parse(&fs.read_file(&path)?).map_err(|err| DriverError::Initramfs { path: path.clone(), err })?;
     let generator = detect_generator(&ird, &path)?;
     let moddir = initramfs_moddir(&ird, generator, &kernel.version);
     let present: HashSet<String> = ird
@@ -290,7 +313,8 @@ pub fn analyze(fs: &Ext2Fs, kernel: &Kernel, target: Target) -> Result<Initramfs
                 .iter()
                 .find(|(n, _, req)| *req == Some(*t) && !has(n))
                 .map_or_else(|| "PVHVM (CONFIG_XEN_PVHVM)".to_string(), |(n, _, _)| n.to_string());
-            let remains = if other_ok { format!("; {other} remains possible: pass --target {flag}") } else { String::new() };
+            let remains =
+                if other_ok { format!("; {other} remains possible: pass --target {flag}") } else { String::new() };
             return Err(DriverError::Missing { kernel: kernel.version.clone(), driver, target: label, remains });
         }
     }
@@ -307,10 +331,11 @@ pub fn analyze(fs: &Ext2Fs, kernel: &Kernel, target: Target) -> Result<Initramfs
             load.push(d.name.clone());
         }
         if d.state == DriverState::Rootfs {
-            guest.closure(fs, &d.name.replace('-', "_"), &mut add_names, &mut seen)?;
+            resolve(&d.name.replace('-', "_"), &mut |n| guest.needs(fs, n), &mut add_names, &mut seen)?;
         }
     }
-    let add: Vec<String> = add_names.iter().filter(|n| !present.contains(*n)).filter_map(|n| guest.paths.get(n).cloned()).collect();
+    let add: Vec<String> =
+        add_names.iter().filter(|n| !present.contains(*n)).filter_map(|n| guest.paths.get(n).cloned()).collect();
     let persist = persist_edit(fs, generator, &load)?;
     Ok(InitramfsPlan {
         kernel: kernel.version.clone(),
@@ -378,12 +403,12 @@ fn persist_edit(fs: &Ext2Fs, generator: Generator, names: &[String]) -> Result<O
             new.push_str(&format!("add_drivers+=\" {} \"\n", names.join(" ")));
         }
         Generator::Mkinitrd => {
-            let mut n = base.lines().filter(|l| l.trim_start().starts_with("alias scsi_hostadapter")).count();
+            let first = base.lines().filter(|l| l.trim_start().starts_with("alias scsi_hostadapter")).count();
             new.push_str("# Added by pv2hvm: block drivers for mkinitrd.\n");
-            for name in names.iter().filter(|m| ["xen-blkfront", "nvme", "ata_piix", "sd_mod"].contains(&m.as_str())) {
+            let block = names.iter().filter(|m| ["xen-blkfront", "nvme", "ata_piix", "sd_mod"].contains(&m.as_str()));
+            for (n, name) in (first..).zip(block) {
                 let suffix = if n == 0 { String::new() } else { n.to_string() };
                 new.push_str(&format!("alias scsi_hostadapter{suffix} {name}\n"));
-                n += 1;
             }
         }
     }
@@ -405,13 +430,16 @@ pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError
     let path = &plan.path;
     let ird_err = |err| DriverError::Initramfs { path: path.clone(), err };
     let mut ird = Initramfs::parse(&fs.read_file(path)?).map_err(ird_err)?;
-    let guest = GuestModules::load(fs, &Kernel {
-        version: plan.kernel.clone(),
-        image: String::new(),
-        config: None,
-        initramfs: None,
-        modules_dir: Some(plan.guest_moddir.clone()),
-    })?;
+    let guest = GuestModules::load(
+        fs,
+        &Kernel {
+            version: plan.kernel.clone(),
+            image: String::new(),
+            config: None,
+            initramfs: None,
+            modules_dir: Some(plan.guest_moddir.clone()),
+        },
+    )?;
     let moddir = plan.moddir.clone();
     let read_text = |ird: &Initramfs, name: &str| {
         ird.find(&format!("{moddir}/{name}")).map(|e| String::from_utf8_lossy(&e.data).into_owned()).unwrap_or_default()
@@ -478,7 +506,8 @@ fn push_line(text: &mut String, line: &str) {
 fn add_load_list(seg: &mut crate::initramfs::Segment, plan: &InitramfsPlan) {
     match plan.generator {
         Generator::InitramfsTools => {
-            let mut text = seg.find_mut("conf/modules").map(|e| String::from_utf8_lossy(&e.data).into_owned()).unwrap_or_default();
+            let mut text =
+                seg.find_mut("conf/modules").map(|e| String::from_utf8_lossy(&e.data).into_owned()).unwrap_or_default();
             for n in &plan.load {
                 push_line(&mut text, n);
             }
@@ -508,7 +537,11 @@ pub fn nash_insmod(init: &str, files: &[String]) -> String {
         .iter()
         .rposition(|l| l.trim_start().starts_with("insmod "))
         .map(|i| i + 1)
-        .or_else(|| lines.iter().position(|l| l.trim_start().starts_with("mkblkdevs") || l.trim_start().starts_with("mkrootdev")))
+        .or_else(|| {
+            lines
+                .iter()
+                .position(|l| l.trim_start().starts_with("mkblkdevs") || l.trim_start().starts_with("mkrootdev"))
+        })
         .unwrap_or(lines.len());
     let mut out: Vec<String> = lines[..at].iter().map(|s| s.to_string()).collect();
     for f in files {
@@ -535,6 +568,28 @@ mod tests {
             "#!/bin/nash\nmount -t proc /proc /proc\necho \"Loading ext3.ko module\"\ninsmod /lib/ext3.ko\necho \"Loading nvme-core module\"\ninsmod /lib/nvme-core.ko\necho \"Loading nvme module\"\ninsmod /lib/nvme.ko\nmkblkdevs\nmkrootdev -t ext3 -o defaults,ro sda1\n"
         );
         assert_eq!(nash_insmod(&out, &["nvme.ko".into()]), out, "idempotent");
+    }
+
+    #[test]
+    fn resolves_a_chain_dependencies_first_and_once() {
+        // nvme -> nvme_core -> t10_pi -> crc_t10dif, and crc64_rocksoft known only from .modinfo.
+        let deps: HashMap<&str, Vec<&str>> = HashMap::from([
+            ("nvme", vec!["nvme_core"]),
+            ("nvme_core", vec!["t10_pi"]),
+            ("t10_pi", vec!["crc_t10dif", "crc64_rocksoft"]),
+            ("crc_t10dif", vec![]),
+            ("crc64_rocksoft", vec![]),
+            ("ena", vec![]),
+        ]);
+        let mut needs = |n: &str| -> Result<Option<Vec<String>>, ()> {
+            Ok(deps.get(n).map(|d| d.iter().map(|s| s.to_string()).collect()))
+        };
+        let (mut out, mut seen) = (Vec::new(), HashSet::new());
+        resolve("nvme", &mut needs, &mut out, &mut seen).unwrap();
+        resolve("ena", &mut needs, &mut out, &mut seen).unwrap();
+        resolve("nvme_core", &mut needs, &mut out, &mut seen).unwrap();
+        resolve("builtin_thing", &mut needs, &mut out, &mut seen).unwrap();
+        assert_eq!(out, ["crc_t10dif", "crc64_rocksoft", "t10_pi", "nvme_core", "nvme", "ena"]);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use crate::disk::detect::SourceLayout;
-use crate::drivers::{DriverState, InitramfsPlan, Target};
 use crate::disk::layout::{DiskLayout, LayoutError, LayoutKind, MIB};
+use crate::drivers::{DriverState, InitramfsPlan, Target};
 use crate::ext2fs::BACKUP_SUFFIX;
 use crate::grub::{ConfigDialect, GrubPc, MODULES};
 use crate::inspect::{Guest, Kernel};
@@ -32,7 +32,14 @@ pub struct PlanOptions {
 
 impl PlanOptions {
     pub fn new(layout: LayoutKind) -> Self {
-        PlanOptions { layout, size_gib: None, destination: None, target: Target::Auto, all_kernels: false, keep_initramfs: false }
+        PlanOptions {
+            layout,
+            size_gib: None,
+            destination: None,
+            target: Target::Auto,
+            all_kernels: false,
+            keep_initramfs: false,
+        }
     }
 }
 
@@ -108,7 +115,12 @@ pub fn default_size(source_len: u64) -> u64 {
 
 /// Builds the plan for a guest; `source_len` is the source volume's size in bytes and
 /// `initramfs` the driver injections worked out by [`crate::drivers::analyze`].
-pub fn build(guest: &Guest, source_len: u64, opts: &PlanOptions, initramfs: Vec<InitramfsPlan>) -> Result<Plan, LayoutError> {
+pub fn build(
+    guest: &Guest,
+    source_len: u64,
+    opts: &PlanOptions,
+    initramfs: Vec<InitramfsPlan>,
+) -> Result<Plan, LayoutError> {
     let size = opts.size_gib.map_or_else(|| default_size(source_len), |g| g * GIB);
     let fs = &guest.layout.fs;
     let disk = DiskLayout::new(opts.layout, size, fs.size_bytes())?;
@@ -182,7 +194,10 @@ pub fn build(guest: &Guest, source_len: u64, opts: &PlanOptions, initramfs: Vec<
             }
         }
         for d in ird.drivers.iter().filter(|d| d.purpose == "emulated" && d.state == DriverState::Missing) {
-            warnings.push(format!("kernel {} has no {} driver: the emulated disk of Xen HVM cannot be used as a fallback", ird.kernel, d.name));
+            warnings.push(format!(
+                "kernel {} has no {} driver: the emulated disk of Xen HVM cannot be used as a fallback",
+                ird.kernel, d.name
+            ));
         }
     }
     if opts.keep_initramfs {
@@ -354,7 +369,8 @@ impl Plan {
                     if ird.xen_hvm_possible { "ready" } else { "not possible" },
                 ),
             );
-            let states: Vec<String> = ird.drivers.iter().map(|d| format!("{} {}", d.name, state_name(d.state))).collect();
+            let states: Vec<String> =
+                ird.drivers.iter().map(|d| format!("{} {}", d.name, state_name(d.state))).collect();
             line("", format!("drivers: {}", states.join(", ")));
             if ird.add.is_empty() {
                 line("", "adds no modules".into());

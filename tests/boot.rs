@@ -49,3 +49,38 @@ fn boot_check_flag_reports_the_guest() {
     assert!(text.contains("boot check: Nvme boot reached userspace in"), "{text}");
     assert!(text.contains("root /dev/nvme0n1p1 mounted read-write"), "{text}");
 }
+
+#[test]
+fn cloud_kernel_boots_on_ide_after_injection() {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("hvm.img");
+    run_ok(pv2hvm().arg("convert").arg(fixture_cloud()).arg(&dst).arg("-q"));
+    let outcome = boot(&dst, DiskBus::Ide, &dir.path().join("console.log"));
+    assert!(outcome.ok(), "{}", outcome.summary());
+    assert_eq!(outcome.root_device.as_deref(), Some("/dev/sda1"), "{}", outcome.summary());
+}
+
+#[test]
+fn generic_kernel_needs_injection_to_boot_on_nvme() {
+    // Without injection the dracut initramfs has no nvme driver: the root disk never shows up.
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("hvm.img");
+    run_ok(pv2hvm().arg("convert").arg(fixture_generic()).arg(&dst).args(["--keep-initramfs", "-q"]));
+    let mut check = BootCheck::new(&dst, DiskBus::Nvme);
+    check.timeout = std::time::Duration::from_secs(300);
+    let outcome = bootcheck::run(&check).expect("QEMU runs");
+    assert!(outcome.marker.is_none(), "booted without nvme in the initramfs: {}", outcome.summary());
+    assert!(outcome.failure.is_some() || outcome.timed_out, "{}", outcome.summary());
+}
+
+#[test]
+fn generic_kernel_boots_on_nvme_and_ide_after_injection() {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("hvm.img");
+    run_ok(pv2hvm().arg("convert").arg(fixture_generic()).arg(&dst).arg("-q"));
+    for (bus, root) in [(DiskBus::Nvme, "/dev/nvme0n1p1"), (DiskBus::Ide, "/dev/sda1")] {
+        let outcome = boot(&dst, bus, &dir.path().join("console.log"));
+        assert!(outcome.ok(), "{}", outcome.summary());
+        assert_eq!(outcome.root_device.as_deref(), Some(root), "{}", outcome.summary());
+    }
+}

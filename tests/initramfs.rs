@@ -5,9 +5,8 @@ mod common;
 use common::*;
 use pv2hvm::initramfs::{Initramfs, kmod_index};
 
-fn fixture_initramfs() -> Vec<u8> {
+fn fixture_initramfs(fx: std::path::PathBuf) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let fx = fixture_cloud();
     let t = fx.display().to_string();
     let ver = kernel_version(&t);
     let out = dir.path().join("initrd");
@@ -17,17 +16,23 @@ fn fixture_initramfs() -> Vec<u8> {
 
 #[test]
 fn reads_the_guest_initramfs_and_rebuilds_it_identically() {
-    let data = fixture_initramfs();
-    let ird = Initramfs::parse(&data).unwrap();
-    assert!(ird.find("init").is_some());
-    assert!(ird.find("conf/modules").is_some());
-    assert!(ird.entries().any(|e| e.path().ends_with("/xen-blkfront.ko")));
-    assert_eq!(ird.to_bytes().unwrap(), data, "an unchanged initramfs is written back byte for byte");
+    for fx in [fixture_cloud(), fixture_generic()] {
+        let data = fixture_initramfs(fx);
+        let ird = Initramfs::parse(&data).unwrap();
+        assert!(ird.find("init").is_some());
+        assert!(ird.entries().any(|e| e.path().ends_with("/xen-blkfront.ko")));
+        assert_eq!(ird.to_bytes().unwrap(), data, "an unchanged initramfs is written back byte for byte");
+    }
 }
 
 #[test]
 fn kmod_indexes_match_the_guest_depmod_byte_for_byte() {
-    let ird = Initramfs::parse(&fixture_initramfs()).unwrap();
+    for fx in [fixture_cloud(), fixture_generic()] {
+        indexes_match(Initramfs::parse(&fixture_initramfs(fx)).unwrap());
+    }
+}
+
+fn indexes_match(ird: Initramfs) {
     let moddir = ird
         .entries()
         .find(|e| e.path().ends_with("/modules.dep"))

@@ -200,7 +200,8 @@ mod tests {
             let mut packed = c.compress(&data).unwrap();
             let len = packed.len();
             assert_eq!(Compression::detect(&packed), Some(c), "{c:?}");
-            packed.extend(b"\0\0\0\0070701");
+            packed.extend(b"\0\0\0\0");
+            packed.extend(b"070701");
             if c == Compression::None {
                 continue;
             }

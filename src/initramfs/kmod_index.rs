@@ -51,16 +51,18 @@ impl Index {
                 return;
             }
             let ch = key[i];
-            if !node.children.contains_key(&ch) {
-                let leaf = Node {
-                    prefix: key[i + 1..].to_vec(),
-                    children: BTreeMap::new(),
-                    values: vec![(priority, value.as_bytes().to_vec())],
-                };
-                node.children.insert(ch, Box::new(leaf));
-                return;
+            match node.children.entry(ch) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let leaf = Node {
+                        prefix: key[i + 1..].to_vec(),
+                        children: BTreeMap::new(),
+                        values: vec![(priority, value.as_bytes().to_vec())],
+                    };
+                    slot.insert(Box::new(leaf));
+                    return;
+                }
+                std::collections::btree_map::Entry::Occupied(child) => node = child.into_mut(),
             }
-            node = node.children.get_mut(&ch).expect("child exists");
             i += 1;
         }
     }

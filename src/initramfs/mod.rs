@@ -50,9 +50,8 @@ impl Initramfs {
         while pos < data.len() {
             let zeros = data[pos..].iter().take_while(|&&b| b == 0).count();
             if zeros > 0 {
-                match segments.last_mut() {
-                    Some(Segment { raw, .. }) => raw.extend_from_slice(&data[pos..pos + zeros]),
-                    None => {}
+                if let Some(Segment { raw, .. }) = segments.last_mut() {
+                    raw.extend_from_slice(&data[pos..pos + zeros]);
                 }
                 pos += zeros;
                 continue;

@@ -16,6 +16,15 @@ pub fn fixture_cloud() -> PathBuf {
     p
 }
 
+/// The Debian 12 generic-kernel (nvme as a module) dracut PV fixture built by scripts/test.
+pub fn fixture_generic() -> PathBuf {
+    let p = std::env::var_os("PV2HVM_FIXTURE_GENERIC")
+        .map(PathBuf::from)
+        .expect("PV2HVM_FIXTURE_GENERIC is not set: run the tests through scripts/test, which builds the fixtures");
+    assert!(p.is_file(), "fixture {} is missing: run scripts/test", p.display());
+    p
+}
+
 /// A sparse copy of `src` in `dir`.
 pub fn copy_sparse(src: &Path, dir: &Path, name: &str) -> PathBuf {
     let dst = dir.join(name);

@@ -1,0 +1,212 @@
+//! Driver injection checked from the host: each rebuilt initramfs is unpacked with the
+//! system's decompressors and cpio, its modules and kmod indexes are checked (also through
+//! the host's modprobe), and the load list and the guest's generator config are verified.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use pv2hvm::initramfs::Initramfs;
+
+struct Converted {
+    _dir: tempfile::TempDir,
+    target: String,
+    report: serde_json::Value,
+    unpacked: std::path::PathBuf,
+    kernel: String,
+    original: Vec<u8>,
+    rebuilt: Vec<u8>,
+}
+
+fn dump(target: &str, path: &str, out: &Path) -> Vec<u8> {
+    debugfs(target, &format!("dump {path} {}", out.display()), false);
+    std::fs::read(out).unwrap()
+}
+
+/// Converts `src` and unpacks the rebuilt initramfs with the host's tools.
+fn convert(src: &Path) -> Converted {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("hvm.img");
+    let out = run_ok(pv2hvm().arg("convert").arg(src).arg(&dst).args(["--format", "json", "-q"]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ird = &report["report"]["plan"]["initramfs"][0];
+    let path = ird["path"].as_str().unwrap().to_string();
+    let kernel = ird["kernel"].as_str().unwrap().to_string();
+    let target = at(&dst, MIB);
+    e2fsck_clean(&target);
+    let rebuilt = dump(&target, &path, &dir.path().join("rebuilt"));
+    let original = dump(&target, &format!("{path}.pv2hvm-orig"), &dir.path().join("orig"));
+    let src_t = src.display().to_string();
+    assert_eq!(original, dump(&src_t, &path, &dir.path().join("src")), "the backup is the original initramfs");
+
+    let unpacked = dir.path().join("root");
+    std::fs::create_dir(&unpacked).unwrap();
+    let decompressor = match &rebuilt[..2] {
+        [0x1f, 0x8b] => "zcat",
+        [0xfd, b'7'] => "xzcat",
+        other => panic!("unexpected compression {other:?}"),
+    };
+    let mut cat = Command::new(decompressor).arg(dir.path().join("rebuilt")).stdout(Stdio::piped()).spawn().unwrap();
+    let status = Command::new("cpio")
+        .args(["-idm", "--quiet", "--no-absolute-filenames"])
+        .current_dir(&unpacked)
+        .stdin(cat.stdout.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(cat.wait().unwrap().success(), "{decompressor} failed on the rebuilt initramfs");
+    assert!(status.success(), "cpio could not unpack the rebuilt initramfs");
+    Converted { _dir: dir, target, report, unpacked, kernel, original, rebuilt }
+}
+
+fn moddir(c: &Converted) -> std::path::PathBuf {
+    c.unpacked.join("usr/lib/modules").join(&c.kernel)
+}
+
+/// Every module in modules.dep exists, and every dependency it names is itself included.
+fn check_indexes(c: &Converted) {
+    let dir = moddir(c);
+    let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap();
+    let keys: Vec<&str> = dep.lines().filter_map(|l| l.split_once(':').map(|(k, _)| k)).collect();
+    for line in dep.lines() {
+        let (module, deps) = line.split_once(':').unwrap();
+        assert!(dir.join(module).is_file(), "{module} is in modules.dep but not in the initramfs");
+        for d in deps.split_whitespace() {
+            assert!(keys.contains(&d), "{module} needs {d}, which modules.dep lacks");
+            assert!(dir.join(d).is_file(), "{d} is missing");
+        }
+    }
+    for added in c.report["report"]["plan"]["initramfs"][0]["add"].as_array().unwrap() {
+        let added = added.as_str().unwrap();
+        assert!(dir.join(added).is_file(), "{added} was not added");
+        assert!(keys.contains(&added), "{added} is not in modules.dep");
+    }
+}
+
+/// The host's modprobe, reading the rebuilt initramfs's binary indexes.
+fn modprobe_show(c: &Converted, what: &str) -> String {
+    let out = run_ok(
+        Command::new("modprobe").arg("-d").arg(&c.unpacked).arg("-S").arg(&c.kernel).arg("--show-depends").arg(what),
+    );
+    stdout(&out)
+}
+
+fn guest_file(c: &Converted, name: &str) -> String {
+    std::fs::read_to_string(c.unpacked.join(name)).unwrap()
+}
+
+#[test]
+fn cloud_kernel_initramfs_gets_xen_ena_and_ata() {
+    let c = convert(&fixture_cloud());
+    let ours = Initramfs::parse(&c.rebuilt).unwrap();
+    assert!(ours.find("init").is_some());
+    assert_eq!(Initramfs::parse(&c.original).unwrap().segments.len(), ours.segments.len());
+    check_indexes(&c);
+    let dir = moddir(&c);
+    for m in
+        ["kernel/drivers/block/xen-blkfront.ko", "kernel/drivers/net/xen-netfront.ko", "kernel/drivers/ata/ata_piix.ko"]
+    {
+        assert!(dir.join(m).is_file(), "{m}");
+    }
+    assert!(std::fs::read_dir(dir.join("kernel/drivers/net/ethernet/amazon/ena")).unwrap().count() == 1);
+    let shown = modprobe_show(&c, "ata_piix");
+    assert!(shown.contains("libata.ko") && shown.contains("ata_piix.ko"), "{shown}");
+    assert!(shown.find("libata.ko").unwrap() < shown.find("ata_piix.ko").unwrap(), "dependencies load first: {shown}");
+    // The ENA PCI id resolves through modules.alias.bin.
+    let shown = modprobe_show(&c, "pci:v00001D0Fd0000EC20sv00001D0Fsd00000000bc02sc00i00");
+    assert!(shown.contains("/ena.ko"), "{shown}");
+    // nvme is built in: nothing to load, nothing added.
+    assert!(modprobe_show(&c, "nvme").contains("builtin nvme"));
+
+    let load = guest_file(&c, "conf/modules");
+    for m in ["xen-blkfront", "xen-netfront", "ena", "ata_piix", "sd_mod"] {
+        assert!(load.lines().any(|l| l == m), "conf/modules lacks {m}: {load}");
+    }
+    let modules = guest_cat(&c.target, "/etc/initramfs-tools/modules");
+    assert!(modules.contains("\nena\n") && modules.contains("\nxen-netfront\n"), "{modules}");
+    assert!(guest_exists(&c.target, "/etc/initramfs-tools/modules.pv2hvm-orig"));
+}
+
+#[test]
+fn dracut_initramfs_gets_nvme_with_its_dependencies() {
+    let c = convert(&fixture_generic());
+    assert_eq!(c.report["report"]["plan"]["initramfs"][0]["generator"], "dracut");
+    assert_eq!(c.report["report"]["plan"]["initramfs"][0]["compression"], "xz");
+    check_indexes(&c);
+    let shown = modprobe_show(&c, "nvme");
+    assert!(shown.find("nvme-core.ko").unwrap() < shown.find("/nvme.ko").unwrap(), "{shown}");
+    let shown = modprobe_show(&c, "pci:v00008086d00005845sv00001AF4sd00001100bc01sc08i02");
+    assert!(shown.contains("/nvme.ko"), "the NVMe class alias resolves: {shown}");
+    assert!(modprobe_show(&c, "xen-netfront").contains("xen-netfront.ko"));
+    assert!(guest_file(&c, "etc/modules-load.d/pv2hvm.conf").lines().any(|l| l == "nvme"));
+    let cmdline = guest_file(&c, "etc/cmdline.d/50-pv2hvm.conf");
+    assert!(
+        cmdline.starts_with("rd.driver.pre=") && cmdline.contains("nvme") && cmdline.contains("ata_piix"),
+        "{cmdline}"
+    );
+    let conf = guest_cat(&c.target, "/etc/dracut.conf.d/pv2hvm.conf");
+    assert!(conf.contains("add_drivers+=\" ") && conf.contains(" nvme ") && conf.contains(" xen-netfront "), "{conf}");
+}
+
+#[test]
+fn missing_driver_is_refused_unless_the_target_excludes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = copy_sparse(&fixture_cloud(), dir.path(), "noena.img");
+    let t = src.display().to_string();
+    let ver = kernel_version(&t);
+    let moddir = format!("/lib/modules/{ver}");
+    let dep = guest_cat(&t, &format!("{moddir}/modules.dep"));
+    let ena = dep.lines().find(|l| l.contains("/ena.ko")).unwrap().split(':').next().unwrap().to_string();
+    debugfs(&t, &format!("rm {moddir}/{ena}"), true);
+    let kept: String = dep.lines().filter(|l| !l.contains("/ena.ko")).map(|l| format!("{l}\n")).collect();
+    guest_write(&t, &format!("{moddir}/modules.dep"), &kept);
+
+    let dst = dir.path().join("hvm.img");
+    let out = pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q").output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("kernel {ver} has no ena driver: Nitro is not possible without a newer kernel; Xen HVM remains possible: pass --target xen")),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1);
+    assert!(!dst.exists());
+
+    let out =
+        run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--target", "xen", "--dry-run", "--format", "json"]));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ird = &plan["initramfs"][0];
+    assert_eq!(ird["nitro_possible"], false);
+    assert_eq!(ird["xen_hvm_possible"], true);
+    let load: Vec<&str> = ird["load"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(load.contains(&"xen-netfront") && !load.contains(&"ena"), "{load:?}");
+    let out = pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--target", "nitro", "--dry-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn no_room_for_the_new_initramfs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = copy_sparse(&fixture_cloud(), dir.path(), "full.img");
+    debugfs(&src.display().to_string(), "ssv free_blocks_count 100", true);
+    let dst = dir.path().join("hvm.img");
+    let out = pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q").output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not enough free space for the rebuilt /boot/initrd.img-"), "{err}");
+    assert!(!dst.exists() && !dir.path().join("hvm.img.partial").exists());
+}
+
+#[test]
+fn keep_initramfs_leaves_it_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("hvm.img");
+    let src = fixture_cloud();
+    run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--keep-initramfs", "-q"]));
+    let t = at(&dst, MIB);
+    let ver = kernel_version(&t);
+    let path = format!("/boot/initrd.img-{ver}");
+    assert!(!guest_exists(&t, &format!("{path}.pv2hvm-orig")));
+    assert_eq!(dump(&t, &path, &dir.path().join("a")), dump(&src.display().to_string(), &path, &dir.path().join("b")));
+}

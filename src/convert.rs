@@ -3,6 +3,7 @@
 //! step, and the source is only ever read.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -35,6 +36,9 @@ pub struct ConvertOptions {
     pub target: Target,
     pub all_kernels: bool,
     pub keep_initramfs: bool,
+    pub playbooks: Option<PathBuf>,
+    /// A saved plan the source must still match (`convert --plan`).
+    pub expected_plan: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +63,10 @@ pub enum ConvertError {
     Io { context: &'static str, target: String, offset: u64, err: std::io::Error },
     #[error("injecting drivers")]
     Drivers(#[from] DriverError),
+    #[error("loading playbooks")]
+    Playbook(#[from] crate::playbook::PlaybookError),
+    #[error("the source has drifted from the saved plan: {0}; make a new plan")]
+    Drift(String),
     #[error("the journal of the copy still needs recovery after e2fsck replayed it")]
     JournalNotReplayed,
 }
@@ -73,11 +81,9 @@ pub struct ConvertReport {
 
 /// Opens the source and computes the plan, writing nothing.
 pub fn plan_only(source: &Path, opts: &PlanOptions) -> Result<Plan, ConvertError> {
-    let src = open_source(source)?;
-    let layout = crate::disk::detect::detect(&src).map_err(InspectError::from)?;
-    let fs = Ext2Fs::open(source, layout.fs_offset, false)
-        .map_err(|err| InspectError::Filesystem { image: src.describe(), err })?;
-    plan_from_fs(&src, layout, &fs, opts)
+    let src: Arc<dyn BlockSource> = Arc::new(open_source(source)?);
+    let (layout, fs) = inspect::open(&src)?;
+    plan_from_fs(src.as_ref(), layout, &fs, opts)
 }
 
 /// Inspection, driver analysis and the plan, over an open filesystem.
@@ -88,6 +94,16 @@ fn plan_from_fs(
     opts: &PlanOptions,
 ) -> Result<Plan, ConvertError> {
     let guest = inspect::inspect_fs(&src.describe(), layout, fs)?;
+    let books = crate::playbook::load(opts.playbooks.as_deref())?;
+    let exists = |p: &str| matches!(fs.try_resolve(p), Ok(Some(_)));
+    let playbook = crate::playbook::select(&books, &guest.os, &exists);
+    let move_aside: Vec<String> = playbook
+        .files
+        .move_aside
+        .iter()
+        .filter(|p| matches!(fs.try_resolve(p), Ok(Some(r)) if r.stat.kind == crate::ext2fs::Kind::File))
+        .cloned()
+        .collect();
     let mut initramfs: Vec<InitramfsPlan> = Vec::new();
     let mut warnings = Vec::new();
     if !opts.keep_initramfs {
@@ -105,14 +121,15 @@ fn plan_from_fs(
         }
         for k in kernels {
             let is_default = guest.default_kernel.as_ref().is_some_and(|d| d.version == k.version);
-            match drivers::analyze(fs, k, opts.target) {
+            match drivers::analyze(fs, k, opts.target, &playbook.initramfs) {
                 Ok(p) => initramfs.push(p),
                 Err(e) if !is_default => warnings.push(format!("kernel {} is left as it is: {e}", k.version)),
                 Err(e) => return Err(e.into()),
             }
         }
     }
-    let mut plan = plan::build(&guest, src.len(), opts, initramfs)?;
+    let arch = crate::guestos::architecture(fs).map_err(|err| InspectError::Filesystem { image: src.describe(), err })?;
+    let mut plan = plan::build(&guest, src.len(), opts, playbook, &move_aside, arch, initramfs)?;
     plan.warnings.extend(warnings);
     Ok(plan)
 }
@@ -124,7 +141,7 @@ fn open_source(source: &Path) -> Result<LocalFileSource, ConvertError> {
 /// Runs the whole conversion.
 pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
     let started = Instant::now();
-    let src = open_source(&opts.source)?;
+    let src: Arc<dyn BlockSource> = Arc::new(open_source(&opts.source)?);
     check_destination(opts)?;
     let plan_opts = PlanOptions {
         layout: opts.layout,
@@ -133,30 +150,37 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
         target: opts.target,
         all_kernels: opts.all_kernels,
         keep_initramfs: opts.keep_initramfs,
+        playbooks: opts.playbooks.clone(),
     };
-    let guest = inspect::inspect(&src)?;
-    // Driver verdicts come before anything is written: a refusal leaves no output.
-    let first_plan = plan_only(&opts.source, &plan_opts)?;
-    tracing::info!(source = %src.describe(), shape = guest.layout.shape, uuid = %guest.layout.fs.uuid, "inspected");
+    // The whole plan, driver verdicts included, comes before anything is written: a
+    // refusal leaves no output.
+    let first_plan = {
+        let (layout, fs) = inspect::open(&src)?;
+        plan_from_fs(src.as_ref(), layout, &fs, &plan_opts)?
+    };
+    if let Some(saved) = &opts.expected_plan {
+        crate::plan_render::check_drift(saved, &first_plan).map_err(ConvertError::Drift)?;
+    }
+    let source = first_plan.source_layout.clone();
+    tracing::info!(source = %src.describe(), shape = source.shape, uuid = %source.fs.uuid, "inspected");
 
     let grub = GrubPc::locate(opts.grub_dir.as_deref())?;
-    let fs_uuid = guest.layout.fs.uuid.clone();
-    let images = grub.build(&fs_uuid, &guest.boot.path, guest.boot.dialect)?;
+    let images = grub.build(&source.fs.uuid, &first_plan.bootloader.guest_config, first_plan.bootloader.dialect)?;
 
     let disk = first_plan.disk.clone();
     let mut sink: Box<dyn BlockSink> = Box::new(
         LocalFileSink::create(&opts.dest, disk.disk_size)
             .map_err(|err| ConvertError::Open { path: opts.dest.clone(), err })?,
     );
-    let fs_len = guest.layout.fs.size_bytes();
-    let copied = if guest.layout.fs.needs_recovery {
+    let fs_len = source.fs.size_bytes();
+    let copied = if source.fs.needs_recovery {
         // e2fsck loses `?offset=` when it re-opens the filesystem after a replay, so the
         // journal is replayed in a filesystem-only scratch copy next to DST first.
         let mut scratch_name = opts.dest.as_os_str().to_owned();
         scratch_name.push(".journal");
         let mut scratch = LocalFileSink::create(Path::new(&scratch_name), fs_len)
             .map_err(|err| ConvertError::Open { path: scratch_name.clone().into(), err })?;
-        copy_filesystem(&src, guest.layout.fs_offset, fs_len, &mut scratch, 0, opts.quiet)?;
+        copy_filesystem(src.as_ref(), source.fs_offset, fs_len, &mut scratch, 0, opts.quiet)?;
         let scratch_path = scratch.staging_path().to_path_buf();
         tracing::info!("replaying the journal on the copy");
         fsck::replay_journal(&scratch_path, 0)?;
@@ -174,16 +198,16 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
         copy_filesystem(&replayed, 0, fs_len, sink.as_mut(), disk.root_start, true)?
         // `scratch` is dropped here, removing the scratch copy.
     } else {
-        copy_filesystem(&src, guest.layout.fs_offset, fs_len, sink.as_mut(), disk.root_start, opts.quiet)?
+        copy_filesystem(src.as_ref(), source.fs_offset, fs_len, sink.as_mut(), disk.root_start, opts.quiet)?
     };
     tracing::info!(bytes = copied, "copied the root filesystem");
     let staging = sink.staging_path().to_path_buf();
 
     // Plan the edits again from the copy: after a replay, its files are the ones to edit.
     let mut fs = Ext2Fs::open(&staging, disk.root_start, true)?;
-    let mut layout = guest.layout.clone();
+    let mut layout = source.clone();
     layout.fs.needs_recovery = false;
-    let mut final_plan = plan_from_fs(&src, layout, &fs, &plan_opts)?;
+    let mut final_plan = plan_from_fs(src.as_ref(), layout, &fs, &plan_opts)?;
     final_plan.journal_replay = first_plan.journal_replay;
     final_plan.warnings = first_plan.warnings.clone();
     apply_edits(&mut fs, &final_plan)?;

@@ -54,9 +54,10 @@ const DRIVERS: &[(&str, &str, Option<&str>)] = &[
     ("ata_piix", "emulated", None),
     ("ata_generic", "emulated", None),
     ("sd_mod", "emulated", None),
+    ("ixgbevf", "sriov", None),
 ];
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct DriverRow {
     pub name: String,
     pub purpose: &'static str,
@@ -68,6 +69,8 @@ pub struct DriverRow {
 pub struct InitramfsPlan {
     pub kernel: String,
     pub path: String,
+    /// SHA-256 of the initramfs as the plan read it, to detect drift.
+    pub sha256: String,
     pub backup: String,
     pub generator: Generator,
     pub compression: Compression,
@@ -129,8 +132,6 @@ struct GuestModules {
     /// Module name → dependencies from modules.dep.
     deps: HashMap<String, Vec<String>>,
     builtin: HashSet<String>,
-    alias_text: String,
-    symbols_text: String,
 }
 
 fn text(fs: &Ext2Fs, path: &str) -> Result<Option<String>, Ext2Error> {
@@ -156,8 +157,6 @@ impl GuestModules {
             .map(kmod_index::module_name)
             .collect();
         Ok(GuestModules {
-            alias_text: text(fs, &format!("{dir}/modules.alias"))?.unwrap_or_default(),
-            symbols_text: text(fs, &format!("{dir}/modules.symbols"))?.unwrap_or_default(),
             dir,
             dep_text,
             paths,
@@ -262,12 +261,53 @@ fn initramfs_moddir(ird: &Initramfs, generator: Generator, version: &str) -> Str
     }
 }
 
-/// Works out what injection does for `kernel` (nothing is written).
-pub fn analyze(fs: &Ext2Fs, kernel: &Kernel, target: Target) -> Result<InitramfsPlan, DriverError> {
+/// What a kernel has: where each driver lives, and what its initramfs is.
+pub struct Survey {
+    pub path: String,
+    pub sha256: String,
+    pub generator: Generator,
+    pub compression: Compression,
+    pub drivers: Vec<DriverRow>,
+    /// Modules the initramfs holds (module names).
+    pub initramfs_modules: Vec<String>,
+    pub pvhvm: bool,
+    /// After conversion (injection counts): nvme and ena exist.
+    pub nitro_possible: bool,
+    /// After conversion: PVHVM, xen-blkfront and xen-netfront exist.
+    pub xen_hvm_possible: bool,
+    moddir: String,
+    present: HashSet<String>,
+    guest: GuestModules,
+}
+
+impl Survey {
+    pub fn has(&self, driver: &str) -> bool {
+        self.drivers.iter().any(|d| d.name == driver && d.state != DriverState::Missing)
+    }
+
+    /// Why a target is not possible, one line per missing piece, with the fix.
+    pub fn missing_for(&self, target: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let label = if target == "nitro" { "Nitro" } else { "Xen HVM" };
+        if target == "xen" && !self.pvhvm {
+            out.push(format!("kernel is not built with PVHVM (CONFIG_XEN_PVHVM): {label} is not possible without a newer kernel"));
+        }
+        for (n, _, req) in DRIVERS {
+            if *req == Some(target) && !self.has(n) {
+                out.push(format!("kernel has no {n} driver: {label} is not possible without a newer kernel"));
+            }
+        }
+        out
+    }
+}
+
+/// Surveys `kernel`: its drivers and its initramfs (nothing is written).
+pub fn survey(fs: &Ext2Fs, kernel: &Kernel) -> Result<Survey, DriverError> {
     let path = kernel.initramfs.clone().ok_or_else(|| DriverError::NoInitramfs { kernel: kernel.version.clone() })?;
     let guest = GuestModules::load(fs, kernel)?;
-    let ird =
-        Initramfs::parse(&fs.read_file(&path)?).map_err(|err| DriverError::Initramfs { path: path.clone(), err })?;
+    let bytes = fs.read_file(&path)?;
+    let sha256 = crate::plan::sha256_hex(&bytes);
+    let ird = Initramfs::parse(&bytes).map_err(|err| DriverError::Initramfs { path: path.clone(), err })?;
     let generator = detect_generator(&ird, &path)?;
     let moddir = initramfs_moddir(&ird, generator, &kernel.version);
     let present: HashSet<String> = ird
@@ -275,7 +315,6 @@ pub fn analyze(fs: &Ext2Fs, kernel: &Kernel, target: Target) -> Result<Initramfs
         .filter(|e| e.is_file() && e.path().contains(".ko"))
         .map(|e| kmod_index::module_name(e.path()))
         .collect();
-
     let mut drivers = Vec::new();
     for (name, purpose, _) in DRIVERS {
         let key = name.replace('-', "_");
@@ -298,6 +337,35 @@ pub fn analyze(fs: &Ext2Fs, kernel: &Kernel, target: Target) -> Result<Initramfs
     let has = |n: &str| drivers.iter().any(|d| d.name == n && d.state != DriverState::Missing);
     let nitro_possible = has("nvme") && has("ena");
     let xen_hvm_possible = has("xen-blkfront") && has("xen-netfront") && pvhvm;
+    let mut initramfs_modules: Vec<String> = present.iter().cloned().collect();
+    initramfs_modules.sort();
+    Ok(Survey {
+        path,
+        sha256,
+        generator,
+        compression: ird.compression(),
+        drivers,
+        initramfs_modules,
+        pvhvm,
+        nitro_possible,
+        xen_hvm_possible,
+        moddir,
+        present,
+        guest,
+    })
+}
+
+/// Works out what injection does for `kernel` (nothing is written).
+pub fn analyze(
+    fs: &Ext2Fs,
+    kernel: &Kernel,
+    target: Target,
+    rules: &crate::playbook::InitramfsRules,
+) -> Result<InitramfsPlan, DriverError> {
+    let Survey {
+        path, sha256, generator, compression, drivers, nitro_possible, xen_hvm_possible, moddir, present, guest, ..
+    } = survey(fs, kernel)?;
+    let has = |n: &str| drivers.iter().any(|d| d.name == n && d.state != DriverState::Missing);
     let wanted_targets: &[&str] = match target {
         Target::Auto => &["nitro", "xen"],
         Target::Nitro => &["nitro"],
@@ -336,13 +404,16 @@ pub fn analyze(fs: &Ext2Fs, kernel: &Kernel, target: Target) -> Result<Initramfs
     }
     let add: Vec<String> =
         add_names.iter().filter(|n| !present.contains(*n)).filter_map(|n| guest.paths.get(n).cloned()).collect();
-    let persist = persist_edit(fs, generator, &load)?;
+    // The playbook's generator config wins when it describes the generator found.
+    let preferred = rules.config.as_deref().filter(|_| rules.generator.as_deref() == Some(generator_name(generator)));
+    let persist = persist_edit(fs, generator, &load, preferred)?;
     Ok(InitramfsPlan {
         kernel: kernel.version.clone(),
+        sha256,
         backup: format!("{path}{BACKUP_SUFFIX}"),
         path,
         generator,
-        compression: ird.compression(),
+        compression,
         drivers,
         add,
         load,
@@ -362,11 +433,25 @@ fn pvhvm(fs: &Ext2Fs, kernel: &Kernel) -> Result<bool, DriverError> {
 }
 
 /// The generator config that keeps `names` in future initramfs builds.
-fn persist_edit(fs: &Ext2Fs, generator: Generator, names: &[String]) -> Result<Option<PersistEdit>, DriverError> {
+fn persist_edit(
+    fs: &Ext2Fs,
+    generator: Generator,
+    names: &[String],
+    preferred: Option<&str>,
+) -> Result<Option<PersistEdit>, DriverError> {
     if names.is_empty() {
         return Ok(None);
     }
     let (path, old) = match generator {
+        _ if preferred.is_some_and(|p| {
+            let dir = p.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+            matches!(fs.try_resolve(dir), Ok(Some(r)) if r.stat.kind == Kind::Dir)
+        }) =>
+        {
+            let p = preferred.expect("checked").to_string();
+            let old = text(fs, &p)?;
+            (p, old)
+        }
         Generator::InitramfsTools => {
             let p = "/etc/initramfs-tools/modules";
             (p.to_string(), text(fs, p)?)
@@ -425,6 +510,15 @@ fn persist_edit(fs: &Ext2Fs, generator: Generator, names: &[String]) -> Result<O
     Ok(Some(PersistEdit { path, old, new, like }))
 }
 
+/// The generator's name as playbooks spell it.
+pub fn generator_name(g: Generator) -> &'static str {
+    match g {
+        Generator::InitramfsTools => "initramfs-tools",
+        Generator::Dracut => "dracut",
+        Generator::Mkinitrd => "mkinitrd",
+    }
+}
+
 /// Builds the new initramfs bytes for a plan, reading modules from the guest.
 pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError> {
     let path = &plan.path;
@@ -449,6 +543,8 @@ pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError
     let mut symbols = read_text(&ird, "modules.symbols");
     let mut order = read_text(&ird, "modules.order");
     let added: HashSet<String> = plan.add.iter().map(|p| kmod_index::module_name(p)).collect();
+    let guest_alias = text(fs, &format!("{}/modules.alias", guest.dir))?.unwrap_or_default();
+    let guest_symbols = text(fs, &format!("{}/modules.symbols", guest.dir))?.unwrap_or_default();
     let seg = ird.main_segment();
     for rel in &plan.add {
         let bytes = fs.read_file(&format!("{}/{rel}", guest.dir))?;
@@ -463,10 +559,10 @@ pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError
             push_line(&mut dep, line);
         }
         push_line(&mut order, rel);
-        for line in guest.alias_text.lines().filter(|l| l.split_whitespace().nth(2) == Some(name.as_str())) {
+        for line in guest_alias.lines().filter(|l| l.split_whitespace().nth(2) == Some(name.as_str())) {
             push_line(&mut alias, line);
         }
-        for line in guest.symbols_text.lines().filter(|l| l.split_whitespace().nth(2) == Some(name.as_str())) {
+        for line in guest_symbols.lines().filter(|l| l.split_whitespace().nth(2) == Some(name.as_str())) {
             push_line(&mut symbols, line);
         }
     }

@@ -2,6 +2,8 @@
 //! bootloader config and its default kernel, the kernels in /boot, and the files that are
 //! rewritten for HVM.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::blockdev::BlockSource;
@@ -26,8 +28,6 @@ pub enum InspectError {
     Detect(#[from] DetectError),
     #[error("{image}: cannot read the filesystem: {err}")]
     Filesystem { image: String, err: Ext2Error },
-    #[error("{0}: reading files needs a local image for now")]
-    NotLocal(String),
     #[error("{image}: no kernel found in /boot (looked for vmlinuz-*, vmlinux-*)")]
     NoKernel { image: String },
     #[error("{image}: no bootloader config found (looked for {})", BOOT_CONFIGS.iter().map(|c| c.0).collect::<Vec<_>>().join(", "))]
@@ -75,6 +75,7 @@ pub struct GuestFile {
 #[derive(Clone, Debug)]
 pub struct Guest {
     pub source: String,
+    pub os: crate::guestos::OsInfo,
     pub layout: SourceLayout,
     pub boot: BootConfig,
     pub kernels: Vec<Kernel>,
@@ -87,12 +88,17 @@ pub struct Guest {
     pub persistent_net_rules: Option<String>,
 }
 
-/// Inspects the source volume.
-pub fn inspect(src: &dyn BlockSource) -> Result<Guest, InspectError> {
-    let layout = detect::detect(src)?;
-    let path = src.local_path().ok_or_else(|| InspectError::NotLocal(src.describe()))?;
-    let fs = Ext2Fs::open(path, layout.fs_offset, false)
+/// Recognises the source and opens its root filesystem read-only, through the source.
+pub fn open(src: &Arc<dyn BlockSource>) -> Result<(SourceLayout, Ext2Fs), InspectError> {
+    let layout = detect::detect(src.as_ref())?;
+    let fs = Ext2Fs::open_source(Arc::clone(src), layout.fs_offset)
         .map_err(|err| InspectError::Filesystem { image: src.describe(), err })?;
+    Ok((layout, fs))
+}
+
+/// Inspects the source volume.
+pub fn inspect(src: &Arc<dyn BlockSource>) -> Result<Guest, InspectError> {
+    let (layout, fs) = open(src)?;
     inspect_fs(&src.describe(), layout, &fs)
 }
 
@@ -152,6 +158,7 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
         .map(|p| p.to_string());
     Ok(Guest {
         source: source.to_string(),
+        os: crate::guestos::detect(fs).map_err(fserr)?,
         layout,
         boot,
         default_kernel,

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use pv2hvm::blockdev::{BlockSource, LocalFileSource};
 use pv2hvm::bootcheck::{self, BootCheck, DiskBus};
 use pv2hvm::convert::{self, ConvertOptions};
 use pv2hvm::disk::layout::LayoutKind;
@@ -35,6 +37,13 @@ enum Layout {
 enum Format {
     Text,
     Json,
+    Markdown,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Bus {
+    Nvme,
+    Ide,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -44,10 +53,47 @@ enum TargetArg {
     Xen,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Bus {
-    Nvme,
-    Ide,
+/// What shapes a plan: shared by `plan` and `convert`.
+#[derive(Args)]
+struct PlanArgs {
+    #[arg(long, value_enum, default_value = "mbr")]
+    layout: Layout,
+    /// Disk size in GiB (default: the source rounded up to whole GiB, plus 1).
+    #[arg(long, value_name = "GiB")]
+    size: Option<u64>,
+    /// Instance families to prepare drivers for: auto (Xen HVM and Nitro), nitro or xen.
+    #[arg(long, value_enum, default_value = "auto")]
+    target: TargetArg,
+    /// Inject drivers into every kernel of the bootloader config, not only the default.
+    #[arg(long)]
+    all_kernels: bool,
+    /// Do not rebuild any initramfs (no driver injection).
+    #[arg(long, conflicts_with = "all_kernels")]
+    keep_initramfs: bool,
+    /// A directory of extra playbooks (*.toml), tried before the shipped ones.
+    #[arg(long, value_name = "DIR")]
+    playbooks: Option<PathBuf>,
+}
+
+impl PlanArgs {
+    fn options(&self, destination: Option<String>) -> PlanOptions {
+        PlanOptions {
+            layout: match self.layout {
+                Layout::Mbr => LayoutKind::Mbr,
+                Layout::Gpt => LayoutKind::Gpt,
+            },
+            size_gib: self.size,
+            destination,
+            target: match self.target {
+                TargetArg::Auto => Target::Auto,
+                TargetArg::Nitro => Target::Nitro,
+                TargetArg::Xen => Target::Xen,
+            },
+            all_kernels: self.all_kernels,
+            keep_initramfs: self.keep_initramfs,
+            playbooks: self.playbooks.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -58,11 +104,11 @@ enum Cmd {
         src: PathBuf,
         /// The HVM disk image to write (raw, sparse).
         dst: PathBuf,
-        #[arg(long, value_enum, default_value = "mbr")]
-        layout: Layout,
-        /// Disk size in GiB (default: the source rounded up to whole GiB, plus 1).
-        #[arg(long, value_name = "GiB")]
-        size: Option<u64>,
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Apply exactly this saved plan (from `pv2hvm plan -o`); refuses if SRC drifted.
+        #[arg(long = "plan", value_name = "PLAN.json", conflicts_with_all = ["layout", "size", "target", "all_kernels", "keep_initramfs"])]
+        saved_plan: Option<PathBuf>,
         /// Print the plan and write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -83,15 +129,26 @@ enum Cmd {
         /// Replace DST if it exists.
         #[arg(long)]
         force: bool,
-        /// Instance families to prepare drivers for: auto (Xen HVM and Nitro), nitro or xen.
-        #[arg(long, value_enum, default_value = "auto")]
-        target: TargetArg,
-        /// Inject drivers into every kernel of the bootloader config, not only the default.
-        #[arg(long)]
-        all_kernels: bool,
-        /// Do not rebuild any initramfs (no driver injection).
-        #[arg(long, conflicts_with_all = ["all_kernels"])]
-        keep_initramfs: bool,
+    },
+    /// Report what a PV image is and which instance families it can run on after conversion.
+    Inspect {
+        src: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// A directory of extra playbooks (*.toml).
+        #[arg(long, value_name = "DIR")]
+        playbooks: Option<PathBuf>,
+    },
+    /// Print the full conversion plan without writing anything (except -o).
+    Plan {
+        src: PathBuf,
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Also save the plan as JSON here, for `convert --plan`.
+        #[arg(short, long, value_name = "PLAN.json")]
+        output: Option<PathBuf>,
     },
     /// Boot a disk image in QEMU (TCG, SeaBIOS) and report how far it got.
     BootCheck {
@@ -136,8 +193,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Convert {
             src,
             dst,
-            layout,
-            size,
+            plan,
+            saved_plan,
             dry_run,
             boot_check,
             boot_bus,
@@ -145,44 +202,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             grub_dir,
             force,
-            target,
-            all_kernels,
-            keep_initramfs,
         } => {
-            let target = match target {
-                TargetArg::Auto => Target::Auto,
-                TargetArg::Nitro => Target::Nitro,
-                TargetArg::Xen => Target::Xen,
-            };
-            let layout = match layout {
-                Layout::Mbr => LayoutKind::Mbr,
-                Layout::Gpt => LayoutKind::Gpt,
-            };
+            let mut popts = plan.options(Some(dst.display().to_string()));
+            let mut expected_plan = None;
+            if let Some(p) = &saved_plan {
+                let saved = pv2hvm::plan_render::load_saved(p).context("reading the saved plan")?;
+                popts.layout = saved.layout;
+                popts.size_gib = Some(saved.size_gib);
+                popts.target = saved.target;
+                popts.all_kernels = saved.all_kernels;
+                popts.keep_initramfs = saved.keep_initramfs;
+                expected_plan = Some(saved.json);
+            }
             if dry_run {
-                let opts = PlanOptions {
-                    size_gib: size,
-                    destination: Some(dst.display().to_string()),
-                    target,
-                    all_kernels,
-                    keep_initramfs,
-                    ..PlanOptions::new(layout)
-                };
-                let plan = convert::plan_only(&src, &opts)
+                let plan = convert::plan_only(&src, &popts)
                     .with_context(|| format!("planning the conversion of {}", src.display()))?;
-                print_out(format, &plan, || plan.render_text())?;
+                if let Some(saved) = &expected_plan {
+                    pv2hvm::plan_render::check_drift(saved, &plan).map_err(convert::ConvertError::Drift)?;
+                }
+                print_plan(format, &plan)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let opts = ConvertOptions {
                 source: src.clone(),
                 dest: dst.clone(),
-                layout,
-                size_gib: size,
+                layout: popts.layout,
+                size_gib: popts.size_gib,
                 grub_dir,
                 force,
                 quiet: cli.quiet,
-                target,
-                all_kernels,
-                keep_initramfs,
+                target: popts.target,
+                all_kernels: popts.all_kernels,
+                keep_initramfs: popts.keep_initramfs,
+                playbooks: popts.playbooks,
+                expected_plan,
             };
             let report = convert::convert(&opts)
                 .with_context(|| format!("converting {} to {}", src.display(), dst.display()))?;
@@ -194,24 +247,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     boots.push(bootcheck::run(&check).context("boot check")?);
                 }
             }
-            let json = serde_json::json!({ "report": &report, "boot_checks": &boots });
-            print_out(format, &json, || {
-                let mut s = report.plan.render_text();
-                s.push_str(&format!(
-                    "\nconverted {} -> {} in {:.1} s ({} bytes of data copied)\n",
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "report": &report, "boot_checks": &boots }))?
+                ),
+                Format::Markdown => print!("{}", report.plan.render_markdown()),
+                Format::Text => print!("{}", report.plan.render_text()),
+            }
+            if format != Format::Json {
+                println!(
+                    "\nconverted {} -> {} in {:.1} s ({} bytes of data copied)",
                     src.display(),
                     dst.display(),
                     report.seconds,
                     report.bytes_copied
-                ));
+                );
                 for b in &boots {
-                    s.push_str(&format!("boot check: {}\n", b.summary()));
+                    println!("boot check: {}", b.summary());
                 }
-                s
-            })?;
+            }
             if boots.iter().any(|b| !b.ok()) {
                 bail!("the converted image did not boot to userspace with root mounted read-write");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Inspect { src, format, playbooks } => {
+            let source: Arc<dyn BlockSource> =
+                Arc::new(LocalFileSource::open(&src).with_context(|| format!("opening {}", src.display()))?);
+            let report = pv2hvm::report::inspect(source, playbooks.as_deref())
+                .with_context(|| format!("inspecting {}", src.display()))?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                _ => print!("{}", report.render_text()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plan { src, plan, format, output } => {
+            let popts = plan.options(None);
+            let plan = convert::plan_only(&src, &popts)
+                .with_context(|| format!("planning the conversion of {}", src.display()))?;
+            if let Some(out) = &output {
+                let json = serde_json::to_string_pretty(&plan)? + "\n";
+                pv2hvm::plan_render::write_atomically(out, &json)
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
+            print_plan(format, &plan)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::BootCheck { image, bus, timeout, console_log } => {
@@ -251,10 +332,11 @@ fn to_bus(b: Bus) -> DiskBus {
     }
 }
 
-fn print_out<T: serde::Serialize>(format: Format, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+fn print_plan(format: Format, plan: &pv2hvm::plan::Plan) -> Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Text => print!("{}", text()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(plan)?),
+        Format::Markdown => print!("{}", plan.render_markdown()),
+        Format::Text => print!("{}", plan.render_text()),
     }
     Ok(())
 }

@@ -28,6 +28,8 @@ pub struct PlanOptions {
     pub all_kernels: bool,
     /// Leave every initramfs as it is (no driver injection).
     pub keep_initramfs: bool,
+    /// A directory of extra playbooks, tried before the shipped ones.
+    pub playbooks: Option<std::path::PathBuf>,
 }
 
 impl PlanOptions {
@@ -39,6 +41,7 @@ impl PlanOptions {
             target: Target::Auto,
             all_kernels: false,
             keep_initramfs: false,
+            playbooks: None,
         }
     }
 }
@@ -58,6 +61,8 @@ pub enum EditAction {
 pub struct FileEdit {
     pub path: String,
     pub action: EditAction,
+    /// SHA-256 of the file as the plan read it (none for a new file), to detect drift.
+    pub sha256: Option<String>,
     pub backup: Option<String>,
     pub notes: Vec<String>,
     /// Unified diff of the change (empty for a move).
@@ -89,10 +94,38 @@ pub struct BootloaderPlan {
     pub modules: Vec<&'static str>,
 }
 
+/// What RegisterImage gets for the converted volume.
+#[derive(Clone, Debug, Serialize)]
+pub struct AmiFlags {
+    pub architecture: String,
+    pub virtualization_type: &'static str,
+    pub boot_mode: &'static str,
+    pub root_device_name: &'static str,
+    /// EnaSupport: the kernel has ena and the target includes Nitro.
+    pub ena_support: bool,
+    /// SriovNetSupport=simple (cannot be undone): only when the kernel has ixgbevf.
+    pub sriov_net_support: Option<&'static str>,
+}
+
+/// The options a plan was made with, so `convert --plan` can make it again.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanRecord {
+    pub layout: LayoutKind,
+    pub size_gib: u64,
+    pub target: Target,
+    pub all_kernels: bool,
+    pub keep_initramfs: bool,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
     pub schema_version: u32,
     pub source: String,
+    pub options: PlanRecord,
+    pub ami: AmiFlags,
+    /// The playbook that matched the guest.
+    pub playbook: String,
+    pub os: crate::guestos::OsInfo,
     pub destination: Option<String>,
     pub source_layout: SourceLayout,
     pub disk: DiskLayout,
@@ -119,6 +152,9 @@ pub fn build(
     guest: &Guest,
     source_len: u64,
     opts: &PlanOptions,
+    playbook: &crate::playbook::Playbook,
+    move_aside: &[String],
+    architecture: Option<&str>,
     initramfs: Vec<InitramfsPlan>,
 ) -> Result<Plan, LayoutError> {
     let size = opts.size_gib.map_or_else(|| default_size(source_len), |g| g * GIB);
@@ -127,7 +163,15 @@ pub fn build(
     let mut warnings = Vec::new();
     let mut edits = Vec::new();
 
-    let boot_text = bootcfg::rewrite(&guest.boot.text, &bootcfg::BootFacts { fs_uuid: &fs.uuid });
+    let args = &playbook.kernel_args;
+    let mut extra_args = args.always.clone();
+    if opts.target != Target::Xen {
+        extra_args.extend(args.nitro.iter().cloned());
+    }
+    if opts.target != Target::Nitro {
+        extra_args.extend(args.xen.iter().cloned());
+    }
+    let boot_text = bootcfg::rewrite(&guest.boot.text, &bootcfg::BootFacts { fs_uuid: &fs.uuid, extra_args: &extra_args });
     push_rewrite(&mut edits, &guest.boot.real_path, &guest.boot.text, boot_text.text, boot_text.notes);
 
     // The root volume's PV device names: fstab's `/` and the default entry's `root=`.
@@ -158,6 +202,7 @@ pub fn build(
         edits.push(FileEdit {
             path: "/etc/init/ttyS0.conf".into(),
             action: EditAction::Create,
+            sha256: None,
             backup: None,
             notes: vec!["upstart getty on ttyS0, from hvc0.conf".into()],
             diff: unified_diff("/dev/null", "/etc/init/ttyS0.conf", "", &text),
@@ -165,12 +210,18 @@ pub fn build(
             like: Some(f.path.clone()),
         });
     }
-    if let Some(p) = &guest.persistent_net_rules {
+    for p in move_aside {
+        let why = if p.ends_with("persistent-net.rules") {
+            "pins the PV NIC's MAC: the HVM NIC would come up as eth1".to_string()
+        } else {
+            format!("moved aside by playbook {}", playbook.name)
+        };
         edits.push(FileEdit {
             path: p.clone(),
             action: EditAction::MoveAside,
+            sha256: None,
             backup: Some(format!("{p}{BACKUP_SUFFIX}")),
-            notes: vec!["pins the PV NIC's MAC: the HVM NIC would come up as eth1".into()],
+            notes: vec![why],
             diff: String::new(),
             new_text: None,
             like: None,
@@ -185,6 +236,7 @@ pub fn build(
                 None => edits.push(FileEdit {
                     path: p.path.clone(),
                     action: EditAction::Create,
+                    sha256: None,
                     backup: None,
                     notes,
                     diff: unified_diff("/dev/null", &format!("b{}", p.path), "", &p.new),
@@ -231,9 +283,33 @@ pub fn build(
         })
         .collect();
 
+    let has = |d: &str| {
+        initramfs.first().is_some_and(|i| i.drivers.iter().any(|r| r.name == d && r.state != DriverState::Missing))
+    };
+    let ami = AmiFlags {
+        architecture: architecture.unwrap_or("x86_64").to_string(),
+        virtualization_type: "hvm",
+        boot_mode: "legacy-bios",
+        root_device_name: "/dev/xvda",
+        ena_support: opts.target != Target::Xen && has("ena"),
+        sriov_net_support: has("ixgbevf").then_some("simple"),
+    };
+    if architecture.is_none() {
+        warnings.push("the guest's architecture could not be read from /sbin/init or /bin/sh: x86_64 assumed".into());
+    }
     Ok(Plan {
         schema_version: SCHEMA_VERSION,
         source: guest.source.clone(),
+        options: PlanRecord {
+            layout: opts.layout,
+            size_gib: disk.disk_size >> 30,
+            target: opts.target,
+            all_kernels: opts.all_kernels,
+            keep_initramfs: opts.keep_initramfs,
+        },
+        ami,
+        playbook: playbook.name.clone(),
+        os: guest.os.clone(),
         destination: opts.destination.clone(),
         source_layout: guest.layout.clone(),
         bootloader: BootloaderPlan {
@@ -271,12 +347,18 @@ fn push_rewrite(edits: &mut Vec<FileEdit>, path: &str, old: &str, new: String, n
     edits.push(FileEdit {
         path: path.to_string(),
         action: EditAction::Rewrite,
+        sha256: Some(sha256_hex(old.as_bytes())),
         backup: Some(format!("{path}{BACKUP_SUFFIX}")),
         notes,
         diff: unified_diff(&format!("a{path}"), &format!("b{path}"), old, &new),
         new_text: Some(new),
         like: None,
     });
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn unified_diff(from: &str, to: &str, old: &str, new: &str) -> String {
@@ -295,7 +377,7 @@ fn state_name(s: DriverState) -> &'static str {
     match s {
         DriverState::BuiltIn => "built-in",
         DriverState::Initramfs => "in initramfs",
-        DriverState::Rootfs => "added",
+        DriverState::Rootfs => "module in rootfs",
         DriverState::Missing => "missing",
     }
 }

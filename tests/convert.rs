@@ -117,7 +117,7 @@ fn dry_run_writes_nothing_and_shows_diffs() {
     assert_eq!(plan["disk"]["root_start"], MIB);
     let edits = plan["edits"].as_array().unwrap();
     let paths: Vec<&str> = edits.iter().map(|e| e["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, ["/boot/grub/menu.lst", "/etc/fstab"]);
+    assert_eq!(paths, ["/boot/grub/menu.lst", "/etc/fstab", "/etc/initramfs-tools/modules"]);
     assert_eq!(edits[0]["backup"], "/boot/grub/menu.lst.pv2hvm-orig");
     assert!(plan["bootloader"]["embedded_config"].as_str().unwrap().contains("legacy_configfile /boot/grub/menu.lst"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -168,6 +168,7 @@ fn console_network_and_metadata_edits() {
             ("/etc/inittab".into(), "rewrite".into()),
             ("/etc/init/ttyS0.conf".into(), "create".into()),
             ("/etc/udev/rules.d/70-persistent-net.rules".into(), "move-aside".into()),
+            ("/etc/initramfs-tools/modules".into(), "rewrite".into()),
         ]
     );
 

@@ -6,7 +6,8 @@ use pv2hvm::rewrite::{bootcfg, console, fstab};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let facts = bootcfg::BootFacts { fs_uuid: "0d9e7b8c-1111-2222-3333-444455556666" };
+    let extra = vec!["nvme_core.io_timeout=4294967295".to_string()];
+    let facts = bootcfg::BootFacts { fs_uuid: "0d9e7b8c-1111-2222-3333-444455556666", extra_args: &extra };
     let once = bootcfg::rewrite(text, &facts);
     assert_eq!(bootcfg::rewrite(&once.text, &facts).text, once.text);
     let devs = vec!["/dev/xvda1".to_string()];

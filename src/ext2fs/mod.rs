@@ -6,6 +6,7 @@
 //! is renamed to `<name>.pv2hvm-orig` (keeping its inode, owner, mode and xattrs untouched) and
 //! the new content goes into a fresh inode that copies the owner, mode and xattrs.
 
+mod blockio;
 mod ffi;
 
 use std::ffi::{CStr, CString};
@@ -107,12 +108,38 @@ pub struct Ext2Fs {
 }
 
 impl Ext2Fs {
-    /// Opens the filesystem in `image` at byte `offset`, read-only or writable.
+    /// Opens the filesystem in a local `image` at byte `offset`, read-only or writable.
     pub fn open(image: &Path, offset: u64, writable: bool) -> Result<Self> {
         let shown = image.display().to_string();
         let name = CString::new(image.as_os_str().as_encoded_bytes())
             .map_err(|_| Ext2Error::new("opening", &shown, EXT2_ET_FILE_NOT_FOUND))?;
         let opts = CString::new(format!("offset={offset}")).expect("no NUL in number");
+        let extents = crate::disk::superblock::read_superblock_at(image, offset).is_some_and(|sb| sb.has_extents());
+        // SAFETY: unix_io_manager is libext2fs' own static manager.
+        Self::open_with(&shown, &name, Some(&opts), writable, unsafe { unix_io_manager }, extents)
+    }
+
+    /// Opens, read-only, the filesystem at byte `offset` of a block source: every read goes
+    /// through the source (and is counted there).
+    pub fn open_source(source: std::sync::Arc<dyn crate::blockdev::BlockSource>, offset: u64) -> Result<Self> {
+        let shown = source.describe();
+        let extents = crate::disk::superblock::Superblock::read(source.as_ref(), offset)
+            .ok()
+            .flatten()
+            .is_some_and(|sb| sb.has_extents());
+        let (name, _registration) = blockio::register(source, offset);
+        let manager = (&blockio::BLOCK_SOURCE_IO_MANAGER as *const blockio::IoManager).cast_mut().cast();
+        Self::open_with(&shown, &name, None, false, manager, extents)
+    }
+
+    fn open_with(
+        shown: &str,
+        name: &CStr,
+        opts: Option<&CStr>,
+        writable: bool,
+        manager: io_manager,
+        extents: bool,
+    ) -> Result<Self> {
         let mut flags = EXT2_FLAG_64BITS;
         if writable {
             flags |= EXT2_FLAG_RW;
@@ -121,21 +148,19 @@ impl Ext2Fs {
         // SAFETY: registers libext2fs' message table with com_err, once.
         ERROR_TABLE.call_once(|| unsafe { initialize_ext2_error_table() });
         let mut fs: ext2_filsys = std::ptr::null_mut();
+        let opts_ptr = opts.map_or(std::ptr::null(), CStr::as_ptr);
         // SAFETY: all pointers are valid for the call; fs is only used on success.
         unsafe {
-            check(
-                "opening",
-                &shown,
-                ext2fs_open2(name.as_ptr(), opts.as_ptr(), flags, 0, 0, unix_io_manager, &mut fs),
-            )?;
-            let rc = ext2fs_read_bitmaps(fs);
-            if rc != 0 {
-                ext2fs_free(fs);
-                return Err(Ext2Error::new("reading bitmaps of", &shown, rc));
+            check("opening", shown, ext2fs_open2(name.as_ptr(), opts_ptr, flags, 0, 0, manager, &mut fs))?;
+            // Bitmaps are only needed to allocate; a read-only open skips reading them.
+            if writable {
+                let rc = ext2fs_read_bitmaps(fs);
+                if rc != 0 {
+                    ext2fs_free(fs);
+                    return Err(Ext2Error::new("reading bitmaps of", shown, rc));
+                }
             }
         }
-        let extents =
-            crate::disk::superblock::read_superblock_at(image, offset).map(|sb| sb.has_extents()).unwrap_or(false);
         Ok(Ext2Fs { fs, writable, extents })
     }
 

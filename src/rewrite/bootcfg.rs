@@ -8,6 +8,8 @@ use super::{Rewrite, is_device_name};
 /// Facts the rewrite needs.
 pub struct BootFacts<'a> {
     pub fs_uuid: &'a str,
+    /// Arguments to add to every kernel line (and `# kopt=`) that lacks them (playbooks).
+    pub extra_args: &'a [String],
 }
 
 pub const HVM_CONSOLE: [&str; 2] = ["console=tty0", "console=ttyS0,115200n8"];
@@ -35,7 +37,8 @@ pub fn rewrite(text: &str, facts: &BootFacts) -> Rewrite {
             let rest = trimmed[keyword.len()..].trim_start();
             let (image, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             let (args, notes) = rewrite_args(args, facts.fs_uuid);
-            for note in notes {
+            let (args, more) = add_args(&args, facts.extra_args);
+            for note in notes.into_iter().chain(more) {
                 out.notes.push(format!("line {}: {note}", n + 1));
             }
             let sep = &trimmed[keyword.len()..trimmed.len() - rest.len()];
@@ -46,7 +49,14 @@ pub fn rewrite(text: &str, facts: &BootFacts) -> Rewrite {
             };
         } else if let Some(prefix) = MAGIC_ARGS.iter().find(|p| trimmed.starts_with(**p)) {
             let indent = &new[..new.len() - trimmed.len()];
-            let (args, notes) = rewrite_args(&trimmed[prefix.len()..], facts.fs_uuid);
+            let (args, mut notes) = rewrite_args(&trimmed[prefix.len()..], facts.fs_uuid);
+            let args = if *prefix == "# kopt=" {
+                let (args, more) = add_args(&args, facts.extra_args);
+                notes.extend(more);
+                args
+            } else {
+                args
+            };
             for note in notes {
                 out.notes.push(format!("line {}: {note}", n + 1));
             }
@@ -56,6 +66,19 @@ pub fn rewrite(text: &str, facts: &BootFacts) -> Rewrite {
     }
     out.text = lines.concat();
     out
+}
+
+/// Appends the `extra` arguments a command line lacks.
+fn add_args(args: &str, extra: &[String]) -> (String, Vec<String>) {
+    let mut words: Vec<&str> = args.split_whitespace().collect();
+    let mut notes = Vec::new();
+    for e in extra {
+        if !words.contains(&e.as_str()) {
+            words.push(e);
+            notes.push(format!("{e} added"));
+        }
+    }
+    (words.join(" "), notes)
 }
 
 /// Rewrites a kernel command line; returns it and what changed.
@@ -97,7 +120,20 @@ mod tests {
 
     const UUID: &str = "0d9e7b8c-1111-2222-3333-444455556666";
     fn facts() -> BootFacts<'static> {
-        BootFacts { fs_uuid: UUID }
+        BootFacts { fs_uuid: UUID, extra_args: &[] }
+    }
+
+    #[test]
+    fn playbook_arguments_are_added_once() {
+        let extra = vec!["nvme_core.io_timeout=4294967295".to_string()];
+        let f = BootFacts { fs_uuid: UUID, extra_args: &extra };
+        let old = "# kopt=root=LABEL=x ro\ntitle a\nkernel /vmlinuz root=LABEL=x ro\n";
+        let r = rewrite(old, &f);
+        assert_eq!(
+            r.text,
+            "# kopt=root=LABEL=x ro nvme_core.io_timeout=4294967295\ntitle a\nkernel /vmlinuz root=LABEL=x ro nvme_core.io_timeout=4294967295\n"
+        );
+        assert_eq!(rewrite(&r.text, &f).text, r.text);
     }
 
     #[test]

@@ -9,18 +9,23 @@ pub const MIB: u64 = 1 << 20;
 
 /// The Debian 12 cloud-kernel PV fixture built by scripts/test.
 pub fn fixture_cloud() -> PathBuf {
-    let p = std::env::var_os("PV2HVM_FIXTURE_CLOUD")
-        .map(PathBuf::from)
-        .expect("PV2HVM_FIXTURE_CLOUD is not set: run the tests through scripts/test, which builds the fixtures");
-    assert!(p.is_file(), "fixture {} is missing: run scripts/test", p.display());
-    p
+    fixture("PV2HVM_FIXTURE_CLOUD")
 }
 
 /// The Debian 12 generic-kernel (nvme as a module) dracut PV fixture built by scripts/test.
 pub fn fixture_generic() -> PathBuf {
-    let p = std::env::var_os("PV2HVM_FIXTURE_GENERIC")
+    fixture("PV2HVM_FIXTURE_GENERIC")
+}
+
+/// The generic fixture on ext3, mounted by LABEL=rootfs.
+pub fn fixture_ext3() -> PathBuf {
+    fixture("PV2HVM_FIXTURE_EXT3")
+}
+
+fn fixture(var: &str) -> PathBuf {
+    let p = std::env::var_os(var)
         .map(PathBuf::from)
-        .expect("PV2HVM_FIXTURE_GENERIC is not set: run the tests through scripts/test, which builds the fixtures");
+        .unwrap_or_else(|| panic!("{var} is not set: run the tests through scripts/test, which builds the fixtures"));
     assert!(p.is_file(), "fixture {} is missing: run scripts/test", p.display());
     p
 }

@@ -128,7 +128,8 @@ fn plan_from_fs(
             }
         }
     }
-    let arch = crate::guestos::architecture(fs).map_err(|err| InspectError::Filesystem { image: src.describe(), err })?;
+    let arch =
+        crate::guestos::architecture(fs).map_err(|err| InspectError::Filesystem { image: src.describe(), err })?;
     let mut plan = plan::build(&guest, src.len(), opts, playbook, &move_aside, arch, initramfs)?;
     plan.warnings.extend(warnings);
     Ok(plan)

@@ -156,13 +156,7 @@ impl GuestModules {
             .lines()
             .map(kmod_index::module_name)
             .collect();
-        Ok(GuestModules {
-            dir,
-            dep_text,
-            paths,
-            deps,
-            builtin,
-        })
+        Ok(GuestModules { dir, dep_text, paths, deps, builtin })
     }
 
     /// What `name` needs: its modules.dep line and its `.modinfo depends=`; `None` for a
@@ -290,7 +284,9 @@ impl Survey {
         let mut out = Vec::new();
         let label = if target == "nitro" { "Nitro" } else { "Xen HVM" };
         if target == "xen" && !self.pvhvm {
-            out.push(format!("kernel is not built with PVHVM (CONFIG_XEN_PVHVM): {label} is not possible without a newer kernel"));
+            out.push(format!(
+                "kernel is not built with PVHVM (CONFIG_XEN_PVHVM): {label} is not possible without a newer kernel"
+            ));
         }
         for (n, _, req) in DRIVERS {
             if *req == Some(target) && !self.has(n) {
@@ -363,7 +359,17 @@ pub fn analyze(
     rules: &crate::playbook::InitramfsRules,
 ) -> Result<InitramfsPlan, DriverError> {
     let Survey {
-        path, sha256, generator, compression, drivers, nitro_possible, xen_hvm_possible, moddir, present, guest, ..
+        path,
+        sha256,
+        generator,
+        compression,
+        drivers,
+        nitro_possible,
+        xen_hvm_possible,
+        moddir,
+        present,
+        guest,
+        ..
     } = survey(fs, kernel)?;
     let has = |n: &str| drivers.iter().any(|d| d.name == n && d.state != DriverState::Missing);
     let wanted_targets: &[&str] = match target {

@@ -33,7 +33,9 @@ fn family_of(id: &str, like: &str) -> &'static str {
     let all = format!("{id} {like}");
     if all.split_whitespace().any(|w| ["debian", "ubuntu"].contains(&w)) {
         "debian"
-    } else if all.split_whitespace().any(|w| ["rhel", "centos", "fedora", "amzn", "ol", "rocky", "almalinux"].contains(&w))
+    } else if all
+        .split_whitespace()
+        .any(|w| ["rhel", "centos", "fedora", "amzn", "ol", "rocky", "almalinux"].contains(&w))
     {
         "rhel"
     } else if all.split_whitespace().any(|w| ["suse", "sles", "opensuse"].contains(&w)) {
@@ -60,12 +62,8 @@ pub fn parse_release_line(line: &str) -> (String, String) {
     } else {
         "unknown"
     };
-    let version = line
-        .split_whitespace()
-        .skip_while(|w| !w.eq_ignore_ascii_case("release"))
-        .nth(1)
-        .unwrap_or("")
-        .to_string();
+    let version =
+        line.split_whitespace().skip_while(|w| !w.eq_ignore_ascii_case("release")).nth(1).unwrap_or("").to_string();
     (distro.to_string(), version)
 }
 
@@ -88,7 +86,14 @@ pub fn detect(fs: &Ext2Fs) -> Result<OsInfo, Ext2Error> {
             if let Some(text) = read(fs, f)? {
                 let line = text.lines().next().unwrap_or("").trim().to_string();
                 let (distro, version) = parse_release_line(&line);
-                os = OsInfo { family: family_of(&distro, "").into(), distro, version, pretty_name: line, source: f.into(), ..os };
+                os = OsInfo {
+                    family: family_of(&distro, "").into(),
+                    distro,
+                    version,
+                    pretty_name: line,
+                    source: f.into(),
+                    ..os
+                };
                 break;
             }
         }
@@ -159,7 +164,10 @@ fn init_system(fs: &Ext2Fs) -> Result<&'static str, Ext2Error> {
 
 fn selinux(fs: &Ext2Fs) -> Result<String, Ext2Error> {
     let Some(text) = read(fs, "/etc/selinux/config")? else { return Ok("absent".into()) };
-    Ok(parse_kv(&text).into_iter().find(|(k, _)| k == "SELINUX").map_or_else(|| "absent".into(), |(_, v)| v.to_lowercase()))
+    Ok(parse_kv(&text)
+        .into_iter()
+        .find(|(k, _)| k == "SELINUX")
+        .map_or_else(|| "absent".into(), |(_, v)| v.to_lowercase()))
 }
 
 #[cfg(test)]

@@ -171,7 +171,8 @@ pub fn build(
     if opts.target != Target::Nitro {
         extra_args.extend(args.xen.iter().cloned());
     }
-    let boot_text = bootcfg::rewrite(&guest.boot.text, &bootcfg::BootFacts { fs_uuid: &fs.uuid, extra_args: &extra_args });
+    let boot_text =
+        bootcfg::rewrite(&guest.boot.text, &bootcfg::BootFacts { fs_uuid: &fs.uuid, extra_args: &extra_args });
     push_rewrite(&mut edits, &guest.boot.real_path, &guest.boot.text, boot_text.text, boot_text.notes);
 
     // The root volume's PV device names: fstab's `/` and the default entry's `root=`.

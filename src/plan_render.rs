@@ -19,7 +19,12 @@ impl Plan {
         row("OS", format!("{} (playbook `{}`)", self.os.pretty_name, self.playbook));
         row(
             "Disk",
-            format!("{}, {} GiB, root partition 1 at {} MiB", self.disk.kind, self.disk.disk_size >> 30, self.disk.root_start / MIB),
+            format!(
+                "{}, {} GiB, root partition 1 at {} MiB",
+                self.disk.kind,
+                self.disk.disk_size >> 30,
+                self.disk.root_start / MIB
+            ),
         );
         row("Bootloader", format!("GRUB 2 i386-pc, hands over to `{}`", self.bootloader.guest_config));
         if let Some(k) = &self.default_kernel {
@@ -66,7 +71,10 @@ impl Plan {
         }
         s.push_str("</details>\n");
         for ird in &self.initramfs {
-            s.push_str(&format!("\n<details><summary>Drivers of kernel {}</summary>\n\n| driver | purpose | state |\n|---|---|---|\n", ird.kernel));
+            s.push_str(&format!(
+                "\n<details><summary>Drivers of kernel {}</summary>\n\n| driver | purpose | state |\n|---|---|---|\n",
+                ird.kernel
+            ));
             for d in &ird.drivers {
                 s.push_str(&format!("| {} | {} | {:?} |\n", d.name, d.purpose, d.state));
             }

@@ -117,7 +117,10 @@ const XEN_FAMILIES: &str = "t2, m4, c4, r4, i3, x1 and other Xen HVM families";
 const NITRO_FAMILIES: &str = "t3, m5, c5, r5 and newer (Nitro)";
 
 /// Inspects the source through its block trait.
-pub fn inspect(src: Arc<dyn BlockSource>, playbooks: Option<&std::path::Path>) -> Result<InspectReport, crate::convert::ConvertError> {
+pub fn inspect(
+    src: Arc<dyn BlockSource>,
+    playbooks: Option<&std::path::Path>,
+) -> Result<InspectReport, crate::convert::ConvertError> {
     let (layout, fs) = inspect::open(&src)?;
     let guest = inspect::inspect_fs(&src.describe(), layout, &fs)?;
     let books = crate::playbook::load(playbooks)?;
@@ -198,7 +201,9 @@ pub fn boot_entries(text: &str, dialect: ConfigDialect) -> (usize, Vec<BootEntry
     let mut default = 0;
     for line in text.lines() {
         let t = line.trim();
-        let (kw, rest) = t.split_once(|c: char| c.is_whitespace() || (dialect == ConfigDialect::Legacy && c == '=')).unwrap_or((t, ""));
+        let (kw, rest) = t
+            .split_once(|c: char| c.is_whitespace() || (dialect == ConfigDialect::Legacy && c == '='))
+            .unwrap_or((t, ""));
         let rest = rest.trim();
         match (dialect, kw) {
             (ConfigDialect::Legacy, "default") => default = rest.parse().unwrap_or(0),
@@ -257,9 +262,12 @@ fn fstab_rows(guest: &Guest) -> Vec<FstabRow> {
         .into_iter()
         .map(|entry| {
             let spec = entry.spec.as_str();
-            let resolves = if spec == format!("UUID={uuid}") || (!label.is_empty() && spec == format!("LABEL={label}")) {
+            let resolves = if spec == format!("UUID={uuid}") || (!label.is_empty() && spec == format!("LABEL={label}"))
+            {
                 "the root filesystem: unchanged".to_string()
-            } else if is_device_name(spec) && (entry.mountpoint == "/" || guest.boot.default_root.as_deref() == Some(spec)) {
+            } else if is_device_name(spec)
+                && (entry.mountpoint == "/" || guest.boot.default_root.as_deref() == Some(spec))
+            {
                 format!("the root filesystem: becomes UUID={uuid}")
             } else if is_device_name(spec) {
                 "another volume by device name: kept, with nofail".to_string()
@@ -342,15 +350,26 @@ impl InspectReport {
             "os",
             format!(
                 "{} ({} {}, {} family), init {}, SELinux {}",
-                self.os.pretty_name, self.os.distro, self.os.version, self.os.family, self.os.init_system, self.os.selinux
+                self.os.pretty_name,
+                self.os.distro,
+                self.os.version,
+                self.os.family,
+                self.os.init_system,
+                self.os.selinux
             ),
         );
         line("playbook", self.playbook.clone());
         for k in &self.kernels {
             let default = if self.default_kernel.as_deref() == Some(k.version.as_str()) { " (default)" } else { "" };
-            line("kernel", format!("{}{default}: {}, PVHVM {}", k.version, k.image, if k.pvhvm { "yes" } else { "no" }));
+            line(
+                "kernel",
+                format!("{}{default}: {}, PVHVM {}", k.version, k.image, if k.pvhvm { "yes" } else { "no" }),
+            );
             if let Some(i) = &k.initramfs {
-                line("", format!("initramfs {} ({}, {}, {} modules)", i.path, i.generator, i.compression, i.modules.len()));
+                line(
+                    "",
+                    format!("initramfs {} ({}, {}, {} modules)", i.path, i.generator, i.compression, i.modules.len()),
+                );
             }
             if let Some(e) = &k.error {
                 line("", format!("initramfs not readable: {e}"));
@@ -360,7 +379,13 @@ impl InspectReport {
                 line("", rows.join(" "));
             }
         }
-        line("bootloader", format!("{} ({:?}), default entry {}", self.bootloader.real_path, self.bootloader.dialect, self.bootloader.default));
+        line(
+            "bootloader",
+            format!(
+                "{} ({:?}), default entry {}",
+                self.bootloader.real_path, self.bootloader.dialect, self.bootloader.default
+            ),
+        );
         for e in &self.bootloader.entries {
             line(
                 "",
@@ -394,7 +419,8 @@ impl InspectReport {
             line("network", format!("{p} pins HWADDR="));
         }
         for (name, v) in [("Xen HVM", &self.verdicts.xen_hvm), ("Nitro", &self.verdicts.nitro)] {
-            let what = if v.possible { "possible".to_string() } else { format!("not possible: {}", v.missing.join("; ")) };
+            let what =
+                if v.possible { "possible".to_string() } else { format!("not possible: {}", v.missing.join("; ")) };
             line("verdict", format!("{name} ({}): {what}", v.families));
         }
         line("read", format!("{} bytes", self.bytes_read));
@@ -427,7 +453,10 @@ mod tests {
         assert_eq!(e[0].initrd.as_deref(), Some("/initrd-a"));
         assert_eq!(e[0].root.as_deref(), Some("/dev/xvda1"));
         assert_eq!(e[1].console, ["tty0", "ttyS0,115200n8"]);
-        let (_, e) = boot_entries("menuentry 'Debian' --class x {\n linux /vmlinuz root=UUID=u ro\n initrd /initrd\n}\n", ConfigDialect::Grub2);
+        let (_, e) = boot_entries(
+            "menuentry 'Debian' --class x {\n linux /vmlinuz root=UUID=u ro\n initrd /initrd\n}\n",
+            ConfigDialect::Grub2,
+        );
         assert_eq!(e[0].title, "Debian");
         assert_eq!(e[0].kernel.as_deref(), Some("/vmlinuz"));
     }

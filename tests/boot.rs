@@ -29,8 +29,26 @@ fn mbr_boots_on_nvme() {
 }
 
 #[test]
-fn gpt_boots_on_nvme() {
-    convert_and_boot(&fixture_cloud(), "gpt");
+fn saved_gpt_plan_round_trip_boots_on_nvme() {
+    // plan -o, then convert --plan: the reviewed plan is what gets applied, and it boots.
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("plan.json");
+    run_ok(pv2hvm().arg("plan").arg(fixture_cloud()).args(["--layout", "gpt", "-o"]).arg(&saved));
+    let dst = dir.path().join("hvm.img");
+    let out = run_ok(
+        pv2hvm()
+            .arg("convert")
+            .arg("--plan")
+            .arg(&saved)
+            .arg(fixture_cloud())
+            .arg(&dst)
+            .args(["--format", "json", "-q"]),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["report"]["plan"]["disk"]["kind"], "gpt");
+    let outcome = boot(&dst, DiskBus::Nvme, &dir.path().join("console.log"));
+    assert!(outcome.ok(), "{}", outcome.summary());
+    assert_eq!(outcome.root_device.as_deref(), Some("/dev/nvme0n1p1"), "{}", outcome.summary());
 }
 
 #[test]

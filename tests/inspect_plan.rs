@@ -186,7 +186,9 @@ fn plan_writes_nothing_anywhere() {
     for cmd in ["plan", "inspect"] {
         run_ok(pv2hvm().arg(cmd).arg(&src).current_dir(&cwd).env("TMPDIR", &tmp));
     }
-    run_ok(pv2hvm().arg("convert").arg(&src).arg(cwd.join("x.img")).arg("--dry-run").current_dir(&cwd).env("TMPDIR", &tmp));
+    run_ok(
+        pv2hvm().arg("convert").arg(&src).arg(cwd.join("x.img")).arg("--dry-run").current_dir(&cwd).env("TMPDIR", &tmp),
+    );
     assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     assert_eq!((sha256(&src), std::fs::metadata(&src).unwrap().modified().unwrap()), before);
@@ -199,7 +201,9 @@ fn saved_plan_drift_is_refused() {
     let saved = dir.path().join("plan.json");
     run_ok(pv2hvm().arg("plan").arg(&src).args(["--layout", "gpt", "-o"]).arg(&saved));
     // Unchanged: the saved plan applies (dry run), with the options it recorded.
-    let out = run_ok(pv2hvm().arg("convert").arg("--plan").arg(&saved).arg(&src).arg(dir.path().join("a.img")).arg("--dry-run"));
+    let out = run_ok(
+        pv2hvm().arg("convert").arg("--plan").arg(&saved).arg(&src).arg(dir.path().join("a.img")).arg("--dry-run"),
+    );
     assert!(stdout(&out).contains("disk         gpt layout"), "{}", stdout(&out));
     // The guest changes after the review: convert refuses.
     let t = src.display().to_string();
@@ -210,7 +214,9 @@ fn saved_plan_drift_is_refused() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("the source has drifted from the saved plan: /etc/fstab changed since the plan was made; make a new plan"),
+        err.contains(
+            "the source has drifted from the saved plan: /etc/fstab changed since the plan was made; make a new plan"
+        ),
         "{err}"
     );
     assert!(!dst.exists() && !dir.path().join("hvm.img.partial").exists());

@@ -22,7 +22,8 @@ const EXT2_ET_BAD_DEVICE_NAME: errcode_t = 2133571386;
 const EXT2_ET_INVALID_ARGUMENT: errcode_t = 2133571399;
 const IO_FLAG_RW: c_int = 0x0001;
 
-type ReadError = Option<unsafe extern "C" fn(*mut IoChannel, c_ulong, c_int, *mut c_void, usize, c_int, errcode_t) -> errcode_t>;
+type ReadError =
+    Option<unsafe extern "C" fn(*mut IoChannel, c_ulong, c_int, *mut c_void, usize, c_int, errcode_t) -> errcode_t>;
 type WriteError =
     Option<unsafe extern "C" fn(*mut IoChannel, c_ulong, c_int, *const c_void, usize, c_int, errcode_t) -> errcode_t>;
 
@@ -124,7 +125,9 @@ unsafe extern "C" fn open(name: *const c_char, flags: c_int, channel: *mut *mut 
     }
     // SAFETY: libext2fs passes the NUL-terminated name given to ext2fs_open2.
     let name = unsafe { CStr::from_ptr(name) }.to_owned();
-    let Some(id) = name.to_str().ok().and_then(|n| n.strip_prefix("pv2hvm-source:")).and_then(|n| n.parse::<u64>().ok()) else {
+    let Some(id) =
+        name.to_str().ok().and_then(|n| n.strip_prefix("pv2hvm-source:")).and_then(|n| n.parse::<u64>().ok())
+    else {
         return EXT2_ET_BAD_DEVICE_NAME;
     };
     let Some((source, offset)) = registry().lock().expect("registry").get(&id).cloned() else {
@@ -173,7 +176,12 @@ unsafe extern "C" fn set_blksize(channel: *mut IoChannel, blksize: c_int) -> err
     0
 }
 
-unsafe extern "C" fn read_blk64(channel: *mut IoChannel, block: c_ulonglong, count: c_int, data: *mut c_void) -> errcode_t {
+unsafe extern "C" fn read_blk64(
+    channel: *mut IoChannel,
+    block: c_ulonglong,
+    count: c_int,
+    data: *mut c_void,
+) -> errcode_t {
     // SAFETY: a live channel whose private data is ours; `data` holds the requested bytes.
     unsafe {
         let ch = &*channel;
@@ -215,4 +223,3 @@ unsafe extern "C" fn flush(_: *mut IoChannel) -> errcode_t {
 unsafe extern "C" fn set_option(_: *mut IoChannel, _: *const c_char, _: *const c_char) -> errcode_t {
     EXT2_ET_INVALID_ARGUMENT
 }
-

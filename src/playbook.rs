@@ -131,7 +131,7 @@ impl Playbook {
     /// Whether the guest matches; `exists` tells whether a guest path exists.
     pub fn matches(&self, os: &OsInfo, exists: &dyn Fn(&str) -> bool) -> bool {
         let d = &self.detect;
-        (d.distro.is_empty() || d.distro.iter().any(|x| *x == os.distro))
+        (d.distro.is_empty() || d.distro.contains(&os.distro))
             && (d.version_prefix.is_empty()
                 || d.version_prefix.iter().any(|p| os.version == *p || os.version.starts_with(&format!("{p}."))))
             && d.files.iter().all(|f| exists(f))

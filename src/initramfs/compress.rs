@@ -19,6 +19,9 @@ pub enum Compression {
 }
 
 const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
+/// Memory an xz/lzma decoder may use: a header can ask for a 4 GiB dictionary, which no
+/// initramfs needs (found by fuzzing).
+const LZMA_MEMLIMIT: u64 = 256 << 20;
 const LZ4_LEGACY_BLOCK: usize = 8 << 20;
 
 impl Compression {
@@ -71,13 +74,13 @@ impl Compression {
                 d.into_inner()
             }
             Compression::Xz => {
-                let stream = liblzma::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(io::Error::other)?;
+                let stream = liblzma::stream::Stream::new_stream_decoder(LZMA_MEMLIMIT, 0).map_err(io::Error::other)?;
                 let mut d = liblzma::bufread::XzDecoder::new_stream(data, stream);
                 d.read_to_end(&mut out)?;
                 d.into_inner()
             }
             Compression::Lzma => {
-                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX).map_err(io::Error::other)?;
+                let stream = liblzma::stream::Stream::new_lzma_decoder(LZMA_MEMLIMIT).map_err(io::Error::other)?;
                 let mut d = liblzma::bufread::XzDecoder::new_stream(data, stream);
                 d.read_to_end(&mut out)?;
                 d.into_inner()
@@ -217,6 +220,14 @@ mod tests {
         let packed = lz4_legacy_encode(&data);
         assert_eq!(lz4_legacy_decode(&packed).unwrap(), (data, packed.len()));
         assert!(lz4_legacy_decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn a_huge_lzma_dictionary_is_refused_not_allocated() {
+        // A legacy .lzma header asking for a 4 GiB dictionary.
+        let mut bomb = vec![0x5d, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        bomb.extend([0u8; 32]);
+        assert!(Compression::Lzma.decompress_stream(&bomb).is_err());
     }
 
     #[test]

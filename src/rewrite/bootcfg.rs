@@ -32,7 +32,8 @@ pub fn rewrite(text: &str, facts: &BootFacts) -> Rewrite {
         }
         let trimmed = new.trim_start();
         let keyword = trimmed.split_whitespace().next().unwrap_or("");
-        if KERNEL_KEYWORDS.contains(&keyword) {
+        // A kernel line without an image is left alone: there is nothing to boot.
+        if KERNEL_KEYWORDS.contains(&keyword) && trimmed.split_whitespace().nth(1).is_some() {
             let indent = &new[..new.len() - trimmed.len()];
             let rest = trimmed[keyword.len()..].trim_start();
             let (image, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
@@ -134,6 +135,9 @@ mod tests {
             "# kopt=root=LABEL=x ro nvme_core.io_timeout=4294967295\ntitle a\nkernel /vmlinuz root=LABEL=x ro nvme_core.io_timeout=4294967295\n"
         );
         assert_eq!(rewrite(&r.text, &f).text, r.text);
+        // A kernel line with no image is left as it is (found by fuzzing).
+        assert_eq!(rewrite("kernel", &f).text, "kernel");
+        assert_eq!(rewrite("\tlinux  \n", &f).text, "\tlinux  \n");
     }
 
     #[test]

@@ -57,6 +57,18 @@ const DRIVERS: &[(&str, &str, Option<&str>)] = &[
     ("ixgbevf", "sriov", None),
 ];
 
+impl DriverState {
+    /// How reports spell the state.
+    pub fn label(self) -> &'static str {
+        match self {
+            DriverState::BuiltIn => "built-in",
+            DriverState::Initramfs => "in initramfs",
+            DriverState::Rootfs => "module in rootfs",
+            DriverState::Missing => "missing",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct DriverRow {
     pub name: String,

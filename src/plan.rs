@@ -374,15 +374,6 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn state_name(s: DriverState) -> &'static str {
-    match s {
-        DriverState::BuiltIn => "built-in",
-        DriverState::Initramfs => "in initramfs",
-        DriverState::Rootfs => "module in rootfs",
-        DriverState::Missing => "missing",
-    }
-}
-
 impl Plan {
     /// The plan as text for a terminal or a change review.
     pub fn render_text(&self) -> String {
@@ -452,8 +443,7 @@ impl Plan {
                     if ird.xen_hvm_possible { "ready" } else { "not possible" },
                 ),
             );
-            let states: Vec<String> =
-                ird.drivers.iter().map(|d| format!("{} {}", d.name, state_name(d.state))).collect();
+            let states: Vec<String> = ird.drivers.iter().map(|d| format!("{} {}", d.name, d.state.label())).collect();
             line("", format!("drivers: {}", states.join(", ")));
             if ird.add.is_empty() {
                 line("", "adds no modules".into());

@@ -374,9 +374,9 @@ impl InspectReport {
             if let Some(e) = &k.error {
                 line("", format!("initramfs not readable: {e}"));
             }
-            let rows: Vec<String> = k.drivers.iter().map(|d| format!("{}={}", d.name, state_word(d.state))).collect();
+            let rows: Vec<String> = k.drivers.iter().map(|d| format!("{}: {}", d.name, d.state.label())).collect();
             if !rows.is_empty() {
-                line("", rows.join(" "));
+                line("", rows.join(", "));
             }
         }
         line(
@@ -425,15 +425,6 @@ impl InspectReport {
         }
         line("read", format!("{} bytes", self.bytes_read));
         s
-    }
-}
-
-fn state_word(s: drivers::DriverState) -> &'static str {
-    match s {
-        drivers::DriverState::BuiltIn => "built-in",
-        drivers::DriverState::Initramfs => "initramfs",
-        drivers::DriverState::Rootfs => "rootfs",
-        drivers::DriverState::Missing => "missing",
     }
 }
 

@@ -484,7 +484,8 @@ impl Ext2Fs {
         check("closing", path, rc)
     }
 
-    fn copy_xattrs(&mut self, from: u32, to: u32, path: &str) -> Result<()> {
+    /// All extended attributes of an inode, raw (as stored, ACLs untranslated).
+    fn read_xattrs(&self, ino: u32, path: &str) -> Result<Vec<(CString, Vec<u8>)>> {
         let mut attrs: Vec<(CString, Vec<u8>)> = Vec::new();
         unsafe extern "C" fn collect(
             name: *mut libc::c_char,
@@ -502,7 +503,7 @@ impl Ext2Fs {
             0
         }
         let mut h: xattr_handle = std::ptr::null_mut();
-        check("opening xattrs of", path, unsafe { ext2fs_xattrs_open(self.fs, from, &mut h) })?;
+        check("opening xattrs of", path, unsafe { ext2fs_xattrs_open(self.fs, ino, &mut h) })?;
         let mut flags = XATTR_HANDLE_FLAG_RAW;
         let r = (|| unsafe {
             check("reading xattrs of", path, ext2fs_xattrs_flags(h, &mut flags, std::ptr::null_mut()))?;
@@ -511,6 +512,11 @@ impl Ext2Fs {
         })();
         unsafe { ext2fs_xattrs_close(&mut h) };
         r?;
+        Ok(attrs)
+    }
+
+    fn copy_xattrs(&mut self, from: u32, to: u32, path: &str) -> Result<()> {
+        let mut attrs = self.read_xattrs(from, path)?;
         // Inline file data is stored as an xattr; it is not metadata to copy.
         attrs.retain(|(k, _)| k.as_bytes() != b"system.data");
         if attrs.is_empty() {
@@ -535,32 +541,7 @@ impl Ext2Fs {
     /// Extended attributes of a path (raw form), for reports and tests.
     pub fn xattrs(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let r = self.resolve(path)?;
-        let mut attrs: Vec<(CString, Vec<u8>)> = Vec::new();
-        unsafe extern "C" fn collect(
-            name: *mut libc::c_char,
-            value: *mut libc::c_char,
-            len: libc::size_t,
-            data: *mut libc::c_void,
-        ) -> libc::c_int {
-            unsafe {
-                let attrs = &mut *(data as *mut Vec<(CString, Vec<u8>)>);
-                attrs.push((
-                    CStr::from_ptr(name).to_owned(),
-                    std::slice::from_raw_parts(value as *const u8, len).to_vec(),
-                ));
-            }
-            0
-        }
-        let mut h: xattr_handle = std::ptr::null_mut();
-        check("opening xattrs of", path, unsafe { ext2fs_xattrs_open(self.fs, r.stat.ino, &mut h) })?;
-        let mut flags = XATTR_HANDLE_FLAG_RAW;
-        let res = (|| unsafe {
-            check("reading xattrs of", path, ext2fs_xattrs_flags(h, &mut flags, std::ptr::null_mut()))?;
-            check("reading xattrs of", path, ext2fs_xattrs_read(h))?;
-            check("reading xattrs of", path, ext2fs_xattrs_iterate(h, collect, (&mut attrs as *mut Vec<_>).cast()))
-        })();
-        unsafe { ext2fs_xattrs_close(&mut h) };
-        res?;
+        let attrs = self.read_xattrs(r.stat.ino, path)?;
         Ok(attrs.into_iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v)).collect())
     }
 }

@@ -115,7 +115,7 @@ pub struct PersistEdit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("{0}")]
+    #[error(transparent)]
     Ext2(#[from] Ext2Error),
     #[error("{path}: {err}")]
     Initramfs { path: String, err: InitramfsError },

@@ -24,8 +24,6 @@ pub trait BlockSource: Send + Sync {
     fn data_ranges(&self) -> io::Result<Vec<Range<u64>>>;
     /// Bytes read through this source so far.
     fn bytes_read(&self) -> u64;
-    /// A local path holding the same bytes, when there is one.
-    fn local_path(&self) -> Option<&Path>;
 }
 
 /// Something the HVM disk is written to. Nothing is visible at the destination until
@@ -90,9 +88,6 @@ impl BlockSource for LocalFileSource {
     }
     fn bytes_read(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
-    }
-    fn local_path(&self) -> Option<&Path> {
-        Some(&self.path)
     }
 }
 

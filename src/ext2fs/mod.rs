@@ -10,7 +10,7 @@ mod blockio;
 mod ffi;
 
 use std::ffi::{CStr, CString};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ffi::*;
 
@@ -566,9 +566,4 @@ fn components(path: &str) -> Vec<String> {
     path.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect()
 }
 
-/// Joins a guest directory and a name.
-pub fn guest_join(dir: &str, name: &str) -> String {
-    let p: PathBuf = Path::new(dir).join(name);
-    p.to_string_lossy().into_owned()
-}
 const _: () = assert!(std::mem::size_of::<usize>() == 8, "the struct_ext2_filsys layout used here is LP64");

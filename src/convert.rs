@@ -94,6 +94,7 @@ fn plan_from_fs(
     opts: &PlanOptions,
 ) -> Result<Plan, ConvertError> {
     let guest = inspect::inspect_fs(&src.describe(), layout, fs)?;
+    guest.check_convertible()?;
     let books = crate::playbook::load(opts.playbooks.as_deref())?;
     let exists = |p: &str| matches!(fs.try_resolve(p), Ok(Some(_)));
     let playbook = crate::playbook::select(&books, &guest.os, &exists);

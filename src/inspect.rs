@@ -86,6 +86,23 @@ pub struct Guest {
     pub upstart_hvc0: Option<GuestFile>,
     pub has_upstart_ttys0: bool,
     pub persistent_net_rules: Option<String>,
+    /// Set when the kernel to boot is Xen PV-only: conversion refuses, inspection reports it.
+    pub xen_only: Option<std::sync::Arc<InspectError>>,
+}
+
+impl Guest {
+    /// Refuses a guest whose kernel cannot run as an HVM guest.
+    pub fn check_convertible(&self) -> Result<(), InspectError> {
+        match self.xen_only.as_deref() {
+            Some(InspectError::XenOnlyKernel { image, version, config, symbol }) => Err(InspectError::XenOnlyKernel {
+                image: image.clone(),
+                version: version.clone(),
+                config: config.clone(),
+                symbol: symbol.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Recognises the source and opens its root filesystem read-only, through the source.
@@ -94,12 +111,6 @@ pub fn open(src: &Arc<dyn BlockSource>) -> Result<(SourceLayout, Ext2Fs), Inspec
     let fs = Ext2Fs::open_source(Arc::clone(src), layout.fs_offset)
         .map_err(|err| InspectError::Filesystem { image: src.describe(), err })?;
     Ok((layout, fs))
-}
-
-/// Inspects the source volume.
-pub fn inspect(src: &Arc<dyn BlockSource>) -> Result<Guest, InspectError> {
-    let (layout, fs) = open(src)?;
-    inspect_fs(&src.describe(), layout, &fs)
 }
 
 /// Inspects an already-open filesystem (the source, or the converted copy).
@@ -134,16 +145,18 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
     });
     // The default entry's kernel must run as an HVM guest; without a known default, all must.
     let checked = default_kernel.clone().map(|k| vec![k]).unwrap_or_else(|| kernels.clone());
+    let mut xen_only = None;
     for k in &checked {
         let Some(cfg) = &k.config else { continue };
         let text = String::from_utf8_lossy(&fs.read_file(cfg).map_err(fserr)?).into_owned();
         if let Some(symbol) = XEN_ONLY_SYMBOLS.iter().find(|s| text.lines().any(|l| l.trim() == format!("{s}=y"))) {
-            return Err(InspectError::XenOnlyKernel {
+            xen_only = Some(InspectError::XenOnlyKernel {
                 image: source.to_string(),
                 version: k.version.clone(),
                 config: cfg.clone(),
                 symbol: symbol.to_string(),
             });
+            break;
         }
     }
     let read_opt = |p: &str| -> Result<Option<GuestFile>, InspectError> {
@@ -168,6 +181,7 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
         upstart_hvc0: read_opt("/etc/init/hvc0.conf")?,
         has_upstart_ttys0: fs.try_resolve("/etc/init/ttyS0.conf").map_err(fserr)?.is_some(),
         persistent_net_rules,
+        xen_only: xen_only.map(std::sync::Arc::new),
     })
 }
 

@@ -161,7 +161,11 @@ pub fn inspect(
         }
         kernels.push(row);
     }
+    let xen_only = guest.xen_only.as_ref().map(|e| e.to_string());
     let verdict = |target: &str, families| match &default_survey {
+        _ if xen_only.is_some() => {
+            Verdict { possible: false, families, missing: vec![xen_only.clone().expect("checked")] }
+        }
         Some(s) => {
             let missing = s.missing_for(target);
             Verdict { possible: missing.is_empty(), families, missing }

@@ -131,6 +131,14 @@ fn xen_only_kernel() {
     let text = guest_cat(&t, &config);
     guest_write(&t, &config, &format!("{text}CONFIG_X86_64_XEN=y\n"));
     refuse(&src, "cannot run as an HVM guest");
+    // inspect reports it as verdicts rather than failing.
+    let out = run_ok(pv2hvm().arg("inspect").arg(&src).args(["--format", "json"]));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for v in ["xen_hvm", "nitro"] {
+        assert_eq!(r["verdicts"][v]["possible"], false);
+        let why = r["verdicts"][v]["missing"][0].as_str().unwrap();
+        assert!(why.contains("sets CONFIG_X86_64_XEN=y (a Xen PV-only kernel)"), "{why}");
+    }
 }
 
 #[test]

@@ -87,20 +87,28 @@ pub struct Guest {
     pub has_upstart_ttys0: bool,
     pub persistent_net_rules: Option<String>,
     /// Set when the kernel to boot is Xen PV-only: conversion refuses, inspection reports it.
-    pub xen_only: Option<std::sync::Arc<InspectError>>,
+    pub xen_only: Option<XenOnly>,
+}
+
+/// A Xen PV-only kernel: its version, the config that says so, and the symbol set there.
+#[derive(Clone, Debug)]
+pub struct XenOnly {
+    pub version: String,
+    pub config: String,
+    pub symbol: String,
 }
 
 impl Guest {
     /// Refuses a guest whose kernel cannot run as an HVM guest.
     pub fn check_convertible(&self) -> Result<(), InspectError> {
-        match self.xen_only.as_deref() {
-            Some(InspectError::XenOnlyKernel { image, version, config, symbol }) => Err(InspectError::XenOnlyKernel {
-                image: image.clone(),
-                version: version.clone(),
-                config: config.clone(),
-                symbol: symbol.clone(),
+        match &self.xen_only {
+            Some(x) => Err(InspectError::XenOnlyKernel {
+                image: self.source.clone(),
+                version: x.version.clone(),
+                config: x.config.clone(),
+                symbol: x.symbol.clone(),
             }),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }
@@ -150,12 +158,7 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
         let Some(cfg) = &k.config else { continue };
         let text = String::from_utf8_lossy(&fs.read_file(cfg).map_err(fserr)?).into_owned();
         if let Some(symbol) = XEN_ONLY_SYMBOLS.iter().find(|s| text.lines().any(|l| l.trim() == format!("{s}=y"))) {
-            xen_only = Some(InspectError::XenOnlyKernel {
-                image: source.to_string(),
-                version: k.version.clone(),
-                config: cfg.clone(),
-                symbol: symbol.to_string(),
-            });
+            xen_only = Some(XenOnly { version: k.version.clone(), config: cfg.clone(), symbol: symbol.to_string() });
             break;
         }
     }
@@ -181,7 +184,7 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
         upstart_hvc0: read_opt("/etc/init/hvc0.conf")?,
         has_upstart_ttys0: fs.try_resolve("/etc/init/ttyS0.conf").map_err(fserr)?.is_some(),
         persistent_net_rules,
-        xen_only: xen_only.map(std::sync::Arc::new),
+        xen_only,
     })
 }
 

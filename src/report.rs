@@ -161,7 +161,7 @@ pub fn inspect(
         }
         kernels.push(row);
     }
-    let xen_only = guest.xen_only.as_ref().map(|e| e.to_string());
+    let xen_only = guest.check_convertible().err().map(|e| e.to_string());
     let verdict = |target: &str, families| match &default_survey {
         _ if xen_only.is_some() => {
             Verdict { possible: false, families, missing: vec![xen_only.clone().expect("checked")] }

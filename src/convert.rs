@@ -1,219 +1,396 @@
-//! The conversion pipeline: inspect → plan → (stop on dry run) → copy → journal replay →
-//! edit → verify → bootloader → commit. Nothing appears at the destination until the last
-//! step, and the source is only ever read.
+//! The conversion pipeline, over the block traits: inspect → plan (once) → stop on a dry run
+//! → build the bootloader → replay the journal (on a scratch copy) → edit the filesystem
+//! through a copy-on-write overlay → copy the source and then the edits into the sink →
+//! verify → write the first MiB → commit. Nothing appears at the destination until the
+//! commit, and the source is only ever read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::blockdev::{BlockSink, BlockSource, LocalFileSink, LocalFileSource};
-use crate::disk::layout::{LayoutError, LayoutKind};
+use crate::Error;
+use crate::boot::grub::{self, GrubPc};
+use crate::disk::detect::{self, SourceLayout};
+use crate::disk::layout::{CorePlacement, DiskLayout, LayoutError, SECTOR};
 use crate::disk::superblock::Superblock;
-use crate::drivers::{self, DriverError, InitramfsPlan, Target};
-use crate::ext2fs::{BACKUP_SUFFIX, Ext2Error, Ext2Fs};
-use crate::fsck::{self, FsckError};
-use crate::grub::{self, GrubError, GrubPc};
-use crate::inspect::{self, InspectError};
-use crate::plan::{self, EditAction, Plan, PlanOptions};
-
+use crate::ext2fs::{BACKUP_SUFFIX, Ext2Fs};
+use crate::guest::drivers::{self, DriverError};
+use crate::guest::inspect::InspectError;
+use crate::guest::playbook::Playbook;
+use crate::host::fsck;
+use crate::io::delta::{Delta, DeltaReport};
+use crate::io::wrappers::{CopyError, copy_range, data_bytes};
+use crate::io::{BlockSink, BlockSource, LocalFileSource, Overlay, ZeroSkipping};
+use crate::plan::{self, EditAction, Plan, PlanInput};
 use crate::progress::Progress;
+use crate::spec::{ConvertSpec, LayoutKind};
 
 const COPY_CHUNK: usize = 4 << 20;
 
-/// What to convert and how.
-#[derive(Clone, Debug)]
-pub struct ConvertOptions {
-    pub source: PathBuf,
-    pub dest: PathBuf,
-    pub layout: LayoutKind,
-    pub size_gib: Option<u64>,
+/// What a conversion needs besides the source, the sink and the spec.
+pub struct Environment {
+    /// GRUB's i386-pc directory (default: the host's).
     pub grub_dir: Option<PathBuf>,
-    /// Replace an existing destination.
-    pub force: bool,
-    pub quiet: bool,
-    pub target: Target,
-    pub all_kernels: bool,
-    pub keep_initramfs: bool,
-    pub playbooks: Option<PathBuf>,
+    /// Where scratch files go: the filesystem-only copy a journal is replayed on.
+    pub work_dir: PathBuf,
+    /// The playbooks to choose from, most specific first.
+    pub playbooks: Vec<Playbook>,
     /// A saved plan the source must still match (`convert --plan`).
-    pub expected_plan: Option<serde_json::Value>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConvertError {
-    #[error(transparent)]
-    Inspect(#[from] InspectError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
-    #[error(transparent)]
-    Grub(#[from] GrubError),
-    #[error("editing the converted filesystem")]
-    Edit(#[from] Ext2Error),
-    #[error("checking the converted filesystem")]
-    Fsck(#[from] FsckError),
-    #[error("{path}: {err}")]
-    Open { path: PathBuf, err: std::io::Error },
-    #[error("{path} already exists (pass --force to replace it)")]
-    DestExists { path: PathBuf },
-    #[error("the destination {0} is the source")]
-    DestIsSource(PathBuf),
-    #[error("{context} {target} at offset {offset}: {err}")]
-    Io { context: &'static str, target: String, offset: u64, err: std::io::Error },
-    #[error("injecting drivers")]
-    Drivers(#[from] DriverError),
-    #[error("loading playbooks")]
-    Playbook(#[from] crate::playbook::PlaybookError),
-    #[error("the source has drifted from the saved plan: {0}; make a new plan")]
-    Drift(String),
-    #[error("the journal of the copy still needs recovery after e2fsck replayed it")]
-    JournalNotReplayed,
+    pub expected_plan: Option<Plan>,
 }
 
 /// What a finished conversion did.
 #[derive(Debug, Serialize)]
 pub struct ConvertReport {
     pub plan: Plan,
+    /// Bytes of source data written to the destination (zeros are skipped).
     pub bytes_copied: u64,
+    /// Bytes the edits changed in the root filesystem, in whole 4 KiB chunks.
+    pub bytes_edited: u64,
+    /// In place: how the result differs from the source, in EBS's 512 KiB blocks.
+    pub delta: Option<DeltaReport>,
+    /// The sector boot.img loads core.img's first sector from.
+    pub core_lba: u64,
     pub seconds: f64,
 }
 
-/// Opens the source and computes the plan, writing nothing.
-pub fn plan_only(source: &Path, opts: &PlanOptions) -> Result<Plan, ConvertError> {
-    let src: Arc<dyn BlockSource> = Arc::new(open_source(source)?);
-    let (layout, fs) = inspect::open(&src)?;
-    plan_from_fs(src.as_ref(), layout, &fs, opts)
+/// Recognises the source and makes its plan; writes nothing.
+pub fn plan_only(
+    source: Arc<dyn BlockSource>,
+    spec: &ConvertSpec,
+    playbooks: &[Playbook],
+    destination: Option<String>,
+) -> Result<Plan, Error> {
+    let layout = detect::detect(source.as_ref()).map_err(InspectError::from)?;
+    plan_at(&source, layout, spec, playbooks, destination)
 }
 
-/// Inspection, driver analysis and the plan, over an open filesystem.
-fn plan_from_fs(
-    src: &dyn BlockSource,
-    layout: crate::disk::detect::SourceLayout,
-    fs: &Ext2Fs,
-    opts: &PlanOptions,
-) -> Result<Plan, ConvertError> {
-    let guest = inspect::inspect_fs(&src.describe(), layout, fs)?;
-    guest.check_convertible()?;
-    let books = crate::playbook::load(opts.playbooks.as_deref())?;
-    let exists = |p: &str| matches!(fs.try_resolve(p), Ok(Some(_)));
-    let playbook = crate::playbook::select(&books, &guest.os, &exists);
-    let move_aside: Vec<String> = playbook
-        .files
-        .move_aside
-        .iter()
-        .filter(|p| matches!(fs.try_resolve(p), Ok(Some(r)) if r.stat.kind == crate::ext2fs::Kind::File))
-        .cloned()
-        .collect();
-    let mut initramfs: Vec<InitramfsPlan> = Vec::new();
-    let mut warnings = Vec::new();
-    if !opts.keep_initramfs {
-        let kernels: Vec<&inspect::Kernel> = if opts.all_kernels {
-            guest
-                .kernels
-                .iter()
-                .filter(|k| guest.boot.text.contains(k.image.rsplit('/').next().unwrap_or(&k.image)))
-                .collect()
-        } else {
-            guest.default_kernel.iter().collect()
-        };
-        if kernels.is_empty() {
-            warnings.push("no kernel of the bootloader config was found in /boot: no drivers are injected".to_string());
-        }
-        for k in kernels {
-            let is_default = guest.default_kernel.as_ref().is_some_and(|d| d.version == k.version);
-            match drivers::analyze(fs, k, opts.target, &playbook.initramfs) {
-                Ok(p) => initramfs.push(p),
-                Err(e) if !is_default => warnings.push(format!("kernel {} is left as it is: {e}", k.version)),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    let arch =
-        crate::guestos::architecture(fs).map_err(|err| InspectError::Filesystem { image: src.describe(), err })?;
-    let mut plan = plan::build(&guest, src.len(), opts, playbook, &move_aside, arch, initramfs)?;
-    plan.warnings.extend(warnings);
-    Ok(plan)
+/// Plans the filesystem of `base` at `layout.fs_offset`.
+fn plan_at(
+    base: &Arc<dyn BlockSource>,
+    layout: SourceLayout,
+    spec: &ConvertSpec,
+    playbooks: &[Playbook],
+    destination: Option<String>,
+) -> Result<Plan, Error> {
+    let fs = Ext2Fs::open_source(Arc::clone(base), layout.fs_offset)
+        .map_err(|err| InspectError::Filesystem { image: base.describe(), err })?;
+    let input = PlanInput { name: base.describe(), len: base.len(), layout, fs: &fs };
+    plan::make(&input, spec, playbooks, destination)
 }
 
-fn open_source(source: &Path) -> Result<LocalFileSource, ConvertError> {
-    LocalFileSource::open(source).map_err(|err| ConvertError::Open { path: source.to_path_buf(), err })
-}
-
-/// Runs the whole conversion.
-pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
+/// Runs the whole conversion of `source` into `sink`.
+pub fn convert(
+    source: Arc<dyn BlockSource>,
+    mut sink: Box<dyn BlockSink>,
+    spec: &ConvertSpec,
+    env: &Environment,
+    progress: &dyn Progress,
+) -> Result<ConvertReport, Error> {
     let started = Instant::now();
-    let src: Arc<dyn BlockSource> = Arc::new(open_source(&opts.source)?);
-    check_destination(opts)?;
-    let plan_opts = PlanOptions {
-        layout: opts.layout,
-        size_gib: opts.size_gib,
-        destination: Some(opts.dest.display().to_string()),
-        target: opts.target,
-        all_kernels: opts.all_kernels,
-        keep_initramfs: opts.keep_initramfs,
-        playbooks: opts.playbooks.clone(),
-    };
-    // The whole plan, driver verdicts included, comes before anything is written: a
-    // refusal leaves no output.
-    let first_plan = {
-        let (layout, fs) = inspect::open(&src)?;
-        plan_from_fs(src.as_ref(), layout, &fs, &plan_opts)?
-    };
-    if let Some(saved) = &opts.expected_plan {
-        crate::plan_render::check_drift(saved, &first_plan).map_err(ConvertError::Drift)?;
+    // The whole plan, driver verdicts included, comes before anything is written: a refusal
+    // leaves no output.
+    let mut plan = plan_only(Arc::clone(&source), spec, &env.playbooks, Some(sink.describe()))?;
+    if let Some(saved) = &env.expected_plan {
+        plan::saved::check(saved, &plan)?;
     }
-    let source = first_plan.source_layout.clone();
-    tracing::info!(source = %src.describe(), shape = source.shape, uuid = %source.fs.uuid, "inspected");
+    let layout = plan.source_layout.clone();
+    tracing::info!(source = %source.describe(), shape = %layout.shape, uuid = %layout.fs.uuid, "planned");
+    let grub = GrubPc::locate(env.grub_dir.as_deref())?;
+    let images = grub.build(&layout.fs.uuid, &plan.bootloader.guest_config, plan.bootloader.dialect)?;
 
-    let grub = GrubPc::locate(opts.grub_dir.as_deref())?;
-    let images = grub.build(&source.fs.uuid, &first_plan.bootloader.guest_config, first_plan.bootloader.dialect)?;
+    // The bytes the edits apply to: the source's filesystem, or a replayed copy of it.
+    let fs_len = layout.fs.size_bytes();
+    let scratch;
+    let (base, base_offset): (Arc<dyn BlockSource>, u64) = if layout.fs.needs_recovery {
+        scratch = replay_journal(source.as_ref(), &layout, &env.work_dir, progress)?;
+        let replayed: Arc<dyn BlockSource> =
+            Arc::new(LocalFileSource::open(scratch.path()).map_err(|err| Error::Write {
+                target: scratch.path().display().to_string(),
+                offset: 0,
+                err,
+            })?);
+        plan = replan_if_replay_changed(plan, &replayed, &layout, spec, env, sink.describe(), progress)?;
+        (replayed, 0)
+    } else {
+        (Arc::clone(&source), layout.fs_offset)
+    };
 
-    let disk = first_plan.disk.clone();
-    let mut sink: Box<dyn BlockSink> = Box::new(
-        LocalFileSink::create(&opts.dest, disk.disk_size)
-            .map_err(|err| ConvertError::Open { path: opts.dest.clone(), err })?,
-    );
-    let fs_len = source.fs.size_bytes();
-    let copied = if source.fs.needs_recovery {
-        // e2fsck loses `?offset=` when it re-opens the filesystem after a replay, so the
-        // journal is replayed in a filesystem-only scratch copy next to DST first.
-        let mut scratch_name = opts.dest.as_os_str().to_owned();
-        scratch_name.push(".journal");
-        let mut scratch = LocalFileSink::create(Path::new(&scratch_name), fs_len)
-            .map_err(|err| ConvertError::Open { path: scratch_name.clone().into(), err })?;
-        copy_filesystem(src.as_ref(), source.fs_offset, fs_len, &mut scratch, 0, opts.quiet)?;
-        let scratch_path = scratch.staging_path().to_path_buf();
-        tracing::info!("replaying the journal on the copy");
-        fsck::replay_journal(&scratch_path, 0)?;
-        let replayed = LocalFileSource::open(&scratch_path)
-            .map_err(|err| ConvertError::Open { path: scratch_path.clone(), err })?;
-        let sb = Superblock::read(&replayed, 0).map_err(|err| ConvertError::Io {
-            context: "reading the superblock of",
-            target: scratch_path.display().to_string(),
-            offset: 0,
+    let overlay = Arc::new(Overlay::new(Arc::clone(&base), base_offset, fs_len));
+    let in_fs = plan.disk.core_placement == CorePlacement::BootLoaderInode;
+    let core_blocks = edit(&overlay, &plan, in_fs.then_some(images.core_img.as_slice()))?;
+    let disk = plan.disk.clone();
+    let (core, core_lba) = match core_blocks {
+        Some(blocks) => place_core_in_filesystem(&overlay, &images.core_img, &blocks, &disk, layout.fs.block_size)?,
+        None => (images.core_img.clone(), disk.core_lba),
+    };
+
+    // The source's bytes first: in place, everything the filesystem does not cover as it is
+    // in the source; then the filesystem as the edits found it; then the edits.
+    let in_place = disk.kind == LayoutKind::InPlace;
+    let mut delta = Delta::new(source.as_ref());
+    let mut outside: Vec<(u64, u64)> = Vec::new();
+    if in_place {
+        outside.push((0, layout.fs_offset));
+        outside.push((layout.fs_offset + fs_len, source.len().saturating_sub(layout.fs_offset + fs_len)));
+    }
+    let data = |src: &dyn BlockSource, off, len| {
+        data_bytes(src, off, len)
+            .map_err(|err| Error::Copy { what: src.describe(), err: CopyError::Read { offset: off, err } })
+    };
+    let mut total = data(base.as_ref(), base_offset, fs_len)?;
+    for &(off, len) in &outside {
+        total += data(source.as_ref(), off, len)?;
+    }
+    progress.start("copying", total);
+    let mut copied = 0;
+    for &(off, len) in outside.iter().filter(|r| r.1 > 0) {
+        copied += sink
+            .copy_from(source.as_ref(), off, len, off, progress)
+            .map_err(|err| Error::Copy { what: source.describe(), err })?;
+    }
+    let replayed = !Arc::ptr_eq(&base, &source);
+    copied += if in_place && replayed {
+        // The replayed filesystem differs from the source where the journal wrote.
+        copy_noting(base.as_ref(), fs_len, sink.as_mut(), disk.root_start, &mut delta, progress)?
+    } else {
+        sink.copy_from(base.as_ref(), base_offset, fs_len, disk.root_start, progress)
+            .map_err(|err| Error::Copy { what: base.describe(), err })?
+    };
+    progress.finish();
+    for (offset, bytes) in overlay.changed_runs() {
+        write(sink.as_mut(), disk.root_start + offset, &bytes, in_place.then_some(&mut delta))?;
+    }
+    tracing::info!(bytes = copied, edited = overlay.changed_bytes(), "wrote the root filesystem");
+
+    // e2fsck needs a file: the sink's staged image.
+    let staged = sink
+        .local_image()
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| Error::Fsck(fsck::FsckError::NoFile { target: sink.describe() }))?;
+    progress.note("checking the converted filesystem");
+    fsck::check_clean(&staged, disk.root_start)?;
+
+    // The first MiB goes last: until then the image has no bootable boot sector.
+    let boot_sector = grub::patch_boot_img(&images.boot_img, core_lba);
+    let mut source_mbr = [0u8; 512];
+    if source.len() >= 512 {
+        source
+            .read_exact_at(0, &mut source_mbr)
+            .map_err(|err| Error::Copy { what: source.describe(), err: CopyError::Read { offset: 0, err } })?;
+    }
+    let disk_id = u32::from_le_bytes(*uuid::Uuid::new_v4().as_bytes().first_chunk::<4>().unwrap_or(&[0; 4]));
+    for (offset, bytes) in disk.boot_regions(&boot_sector, &core, disk_id, uuid::Uuid::new_v4(), &source_mbr)? {
+        write(sink.as_mut(), offset, &bytes, in_place.then_some(&mut delta))?;
+    }
+    let target = sink.describe();
+    sink.commit().map_err(|err| Error::Commit { target, err })?;
+    Ok(ConvertReport {
+        plan,
+        bytes_copied: copied,
+        bytes_edited: overlay.changed_bytes(),
+        delta: in_place.then(|| delta.report()),
+        core_lba,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes core.img into the boot-loader inode's blocks (through the overlay) with its
+/// blocklist pointing at them; returns core.img as written and the LBA of its first sector.
+fn place_core_in_filesystem(
+    overlay: &Overlay,
+    core: &[u8],
+    blocks: &[(u64, u64)],
+    disk: &DiskLayout,
+    block_size: u64,
+) -> Result<(Vec<u8>, u64), Error> {
+    let runs: Vec<(u64, u64)> =
+        blocks.iter().map(|&(b, n)| ((disk.root_start + b * block_size) / SECTOR, n * block_size / SECTOR)).collect();
+    let mut core = core.to_vec();
+    grub::set_blocklist(&mut core, &runs).map_err(LayoutError::from)?;
+    let mut padded = core.clone();
+    padded.resize((core.len() as u64).div_ceil(block_size) as usize * block_size as usize, 0);
+    let mut done = 0usize;
+    for &(b, n) in blocks {
+        let len = (n * block_size) as usize;
+        let end = (done + len).min(padded.len());
+        overlay.write_all_at(b * block_size, &padded[done..end]).map_err(|err| Error::Write {
+            target: overlay.describe(),
+            offset: b * block_size,
             err,
         })?;
-        if sb.is_none_or(|s| s.needs_recovery) {
-            return Err(ConvertError::JournalNotReplayed);
-        }
-        copy_filesystem(&replayed, 0, fs_len, sink.as_mut(), disk.root_start, true)?
-        // `scratch` is dropped here, removing the scratch copy.
-    } else {
-        copy_filesystem(src.as_ref(), source.fs_offset, fs_len, sink.as_mut(), disk.root_start, opts.quiet)?
-    };
-    tracing::info!(bytes = copied, "copied the root filesystem");
-    let staging = sink.staging_path().to_path_buf();
+        done = end;
+    }
+    tracing::info!(runs = ?runs, "core.img in the boot-loader inode");
+    Ok((core, runs.first().map_or(0, |r| r.0)))
+}
 
-    // Plan the edits again from the copy: after a replay, its files are the ones to edit.
-    let mut fs = Ext2Fs::open(&staging, disk.root_start, true)?;
-    let mut layout = source.clone();
-    layout.fs.needs_recovery = false;
-    let mut final_plan = plan_from_fs(src.as_ref(), layout, &fs, &plan_opts)?;
-    final_plan.journal_replay = first_plan.journal_replay;
-    final_plan.warnings = first_plan.warnings.clone();
-    apply_edits(&mut fs, &final_plan)?;
-    for ird in &final_plan.initramfs {
+/// Copies a replayed filesystem into the sink, noting where it differs from the source.
+fn copy_noting(
+    base: &dyn BlockSource,
+    len: u64,
+    sink: &mut dyn BlockSink,
+    dst_off: u64,
+    delta: &mut Delta<'_>,
+    progress: &dyn Progress,
+) -> Result<u64, Error> {
+    let read_err = |offset, err| Error::Copy { what: base.describe(), err: CopyError::Read { offset, err } };
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut written = 0;
+    for r in base.data_ranges().map_err(|err| read_err(0, err))? {
+        let (mut pos, stop) = (r.start, r.end.min(len));
+        while pos < stop {
+            let n = ((stop - pos) as usize).min(COPY_CHUNK);
+            base.read_exact_at(pos, &mut buf[..n]).map_err(|err| read_err(pos, err))?;
+            progress.advance(n as u64);
+            if buf[..n].iter().any(|&b| b != 0) {
+                write(sink, dst_off + pos, &buf[..n], Some(&mut *delta))?;
+                written += n as u64;
+            }
+            pos += n as u64;
+        }
+    }
+    Ok(written)
+}
+
+/// Writes into the sink, first noting the write in the delta when there is one.
+fn write(sink: &mut dyn BlockSink, offset: u64, bytes: &[u8], delta: Option<&mut Delta<'_>>) -> Result<(), Error> {
+    if let Some(d) = delta {
+        d.note(offset, bytes)
+            .map_err(|err| Error::Copy { what: "the source".into(), err: CopyError::Read { offset, err } })?;
+    }
+    sink.write_all_at(offset, bytes).map_err(|err| Error::Write { target: sink.describe(), offset, err })
+}
+
+/// Copies the filesystem into a scratch file in `work_dir` and replays its journal there.
+/// e2fsck loses `?offset=` when it re-opens a filesystem after a replay, so the copy holds
+/// the filesystem alone. The file is removed when the returned handle is dropped.
+fn replay_journal(
+    source: &dyn BlockSource,
+    layout: &SourceLayout,
+    work_dir: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<tempfile::NamedTempFile, Error> {
+    let fs_len = layout.fs.size_bytes();
+    let shown = work_dir.display().to_string();
+    let scratch = tempfile::Builder::new()
+        .prefix(".pv2hvm-journal-")
+        .tempfile_in(work_dir)
+        .map_err(|err| Error::Write { target: shown.clone(), offset: 0, err })?;
+    scratch.as_file().set_len(fs_len).map_err(|err| Error::Write { target: shown.clone(), offset: 0, err })?;
+    let mut file = ScratchFile(scratch.as_file());
+    progress.note("replaying the journal on a copy of the filesystem");
+    copy_range(source, layout.fs_offset, fs_len, &mut ZeroSkipping::new(&mut file), 0, COPY_CHUNK)
+        .map_err(|err| Error::Copy { what: source.describe(), err })?;
+    fsck::replay_journal(scratch.path(), 0)?;
+    let replayed = LocalFileSource::open(scratch.path()).map_err(|err| Error::Write {
+        target: scratch.path().display().to_string(),
+        offset: 0,
+        err,
+    })?;
+    let sb = Superblock::read(&replayed, 0).map_err(|err| Error::Write {
+        target: scratch.path().display().to_string(),
+        offset: 1024,
+        err,
+    })?;
+    if sb.is_none_or(|s| s.needs_recovery) {
+        return Err(Error::JournalNotReplayed(source.describe()));
+    }
+    Ok(scratch)
+}
+
+/// Writes through a borrowed scratch file.
+struct ScratchFile<'a>(&'a std::fs::File);
+
+impl crate::io::BlockWrite for ScratchFile<'_> {
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self.0, buf, offset)
+    }
+}
+
+/// After a replay, re-reads only the files the plan read and hashed. When none changed the
+/// plan stands; otherwise it is made again from the replayed filesystem. Either way the plan
+/// says which.
+fn replan_if_replay_changed(
+    mut plan: Plan,
+    replayed: &Arc<dyn BlockSource>,
+    layout: &SourceLayout,
+    spec: &ConvertSpec,
+    env: &Environment,
+    destination: String,
+    progress: &dyn Progress,
+) -> Result<Plan, Error> {
+    let fs = Ext2Fs::open_source(Arc::clone(replayed), 0)
+        .map_err(|err| InspectError::Filesystem { image: replayed.describe(), err })?;
+    let mut changed = Vec::new();
+    let mut read = 0;
+    for (path, hash) in plan.hashed_files() {
+        read += 1;
+        let now = fs.try_read_file(path).map_err(Error::Edit)?.map(|b| crate::util::sha256_hex(&b));
+        if now.as_deref() != Some(hash) {
+            changed.push(path.to_string());
+        }
+    }
+    drop(fs);
+    if changed.is_empty() {
+        plan.warnings
+            .push(format!("journal replayed: the {read} file(s) the plan read are unchanged, so the plan stands"));
+        return Ok(plan);
+    }
+    progress.note("the journal replay changed files the plan read: planning again");
+    let mut replayed_layout = layout.clone();
+    replayed_layout.fs.needs_recovery = false;
+    replayed_layout.fs_offset = 0;
+    let mut again = plan_at(replayed, replayed_layout, spec, &env.playbooks, Some(destination))?;
+    // The plan describes the source as it is; only its edits come from the replayed copy.
+    again.source = plan.source;
+    again.source_layout = layout.clone();
+    again.journal_replay = true;
+    again.warnings.push(format!(
+        "journal replayed: it changed {}, so the plan was made again from the replayed filesystem",
+        changed.join(", ")
+    ));
+    Ok(again)
+}
+
+/// Applies the plan's edits and driver injection through the overlay, and stores `core` in
+/// the boot-loader inode when given, returning its blocks.
+fn edit(overlay: &Arc<Overlay>, plan: &Plan, core: Option<&[u8]>) -> Result<Option<Vec<(u64, u64)>>, Error> {
+    let mut fs = Ext2Fs::open_overlay(Arc::clone(overlay)).map_err(Error::Edit)?;
+    // core.img first: the fewest runs come from the emptiest filesystem.
+    let blocks = match core {
+        Some(core) => {
+            let free = fs.free_bytes();
+            let need = core.len() as u64 + plan::CORE_RESERVE / 4;
+            if free < need {
+                return Err(LayoutError::NoRoomForCore { need, free }.into());
+            }
+            Some(fs.write_boot_loader(core).map_err(Error::Edit)?)
+        }
+        None => None,
+    };
+    for e in &plan.edits {
+        let text = || e.new_text.as_deref().unwrap_or_default().as_bytes();
+        match e.action {
+            EditAction::Rewrite => {
+                fs.replace_file(&e.path, text()).map_err(Error::Edit)?;
+            }
+            EditAction::Create => {
+                let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", e.path.as_str()));
+                let dir = if dir.is_empty() { "/" } else { dir };
+                let like = e.like.as_deref().unwrap_or(dir);
+                fs.create_file_like(dir, name, like, 0o644, text()).map_err(Error::Edit)?;
+            }
+            EditAction::MoveAside => {
+                let name = e.path.rsplit('/').next().unwrap_or(&e.path);
+                fs.rename(&e.path, &format!("{name}{BACKUP_SUFFIX}")).map_err(Error::Edit)?;
+            }
+        }
+        tracing::info!(path = %e.path, action = e.action.verb(), "edited");
+    }
+    for ird in &plan.initramfs {
         let bytes = drivers::rebuild(&fs, ird)?;
         let free = fs.free_bytes();
         // The original stays as the backup, so the new one needs room of its own.
@@ -221,111 +398,9 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
         if free < need {
             return Err(DriverError::NoRoom { path: ird.path.clone(), need, free }.into());
         }
-        fs.replace_file(&ird.path, &bytes)?;
+        fs.replace_file(&ird.path, &bytes).map_err(Error::Edit)?;
         tracing::info!(path = %ird.path, bytes = bytes.len(), added = ird.add.len(), "rebuilt the initramfs");
     }
-    fs.close()?;
-    fsck::check_clean(&staging, disk.root_start)?;
-
-    // The first MiB goes last: until then the image has no bootable MBR.
-    let boot_sector = grub::patch_boot_img(&images.boot_img, disk.core_lba);
-    let disk_id = u32::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..4].try_into().expect("4 bytes"));
-    for (offset, bytes) in disk.boot_regions(&boot_sector, &images.core_img, disk_id, uuid::Uuid::new_v4())? {
-        sink.write_all_at(offset, &bytes).map_err(|err| ConvertError::Io {
-            context: "writing",
-            target: staging.display().to_string(),
-            offset,
-            err,
-        })?;
-    }
-    let dest = sink.describe();
-    sink.commit().map_err(|err| ConvertError::Io { context: "committing", target: dest, offset: 0, err })?;
-    Ok(ConvertReport { plan: final_plan, bytes_copied: copied, seconds: started.elapsed().as_secs_f64() })
-}
-
-fn check_destination(opts: &ConvertOptions) -> Result<(), ConvertError> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(dest_meta) = std::fs::metadata(&opts.dest) else { return Ok(()) };
-    let src_meta =
-        std::fs::metadata(&opts.source).map_err(|err| ConvertError::Open { path: opts.source.clone(), err })?;
-    if dest_meta.dev() == src_meta.dev() && dest_meta.ino() == src_meta.ino() {
-        return Err(ConvertError::DestIsSource(opts.dest.clone()));
-    }
-    if !opts.force {
-        return Err(ConvertError::DestExists { path: opts.dest.clone() });
-    }
-    Ok(())
-}
-
-/// Copies `len` bytes of filesystem from `src_off` to `dst_off`, skipping holes and zeros.
-fn copy_filesystem(
-    src: &dyn BlockSource,
-    src_off: u64,
-    len: u64,
-    sink: &mut dyn BlockSink,
-    dst_off: u64,
-    quiet: bool,
-) -> Result<u64, ConvertError> {
-    let end = src_off + len;
-    let ranges: Vec<(u64, u64)> = src
-        .data_ranges()
-        .map_err(|err| ConvertError::Io { context: "mapping the data of", target: src.describe(), offset: 0, err })?
-        .into_iter()
-        .map(|r| (r.start.max(src_off), r.end.min(end)))
-        .filter(|(s, e)| s < e)
-        .collect();
-    let total: u64 = ranges.iter().map(|(s, e)| e - s).sum();
-    let mut progress = Progress::new("copying", total, quiet);
-    let mut buf = vec![0u8; COPY_CHUNK];
-    let mut written = 0u64;
-    for (start, stop) in ranges {
-        let mut pos = start;
-        while pos < stop {
-            let n = ((stop - pos) as usize).min(COPY_CHUNK);
-            let chunk = &mut buf[..n];
-            src.read_exact_at(pos, chunk).map_err(|err| ConvertError::Io {
-                context: "reading",
-                target: src.describe(),
-                offset: pos,
-                err,
-            })?;
-            if chunk.iter().any(|&b| b != 0) {
-                let at = dst_off + (pos - src_off);
-                sink.write_all_at(at, chunk).map_err(|err| ConvertError::Io {
-                    context: "writing",
-                    target: sink.staging_path().display().to_string(),
-                    offset: at,
-                    err,
-                })?;
-                written += n as u64;
-            }
-            progress.add(n as u64);
-            pos += n as u64;
-        }
-    }
-    progress.finish();
-    Ok(written)
-}
-
-fn apply_edits(fs: &mut Ext2Fs, plan: &Plan) -> Result<(), ConvertError> {
-    for e in &plan.edits {
-        match e.action {
-            EditAction::Rewrite => {
-                let text = e.new_text.as_deref().expect("a rewrite has new text");
-                fs.replace_file(&e.path, text.as_bytes())?;
-            }
-            EditAction::Create => {
-                let text = e.new_text.as_deref().expect("a create has text");
-                let (dir, name) = e.path.rsplit_once('/').expect("absolute path");
-                let like = e.like.as_deref().unwrap_or(dir);
-                fs.create_file_like(if dir.is_empty() { "/" } else { dir }, name, like, 0o644, text.as_bytes())?;
-            }
-            EditAction::MoveAside => {
-                let name = e.path.rsplit('/').next().expect("a name");
-                fs.rename(&e.path, &format!("{name}{BACKUP_SUFFIX}"))?;
-            }
-        }
-        tracing::info!(path = %e.path, action = ?e.action, "edited");
-    }
-    Ok(())
+    fs.close().map_err(Error::Edit)?;
+    Ok(blocks)
 }

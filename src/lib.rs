@@ -1,26 +1,33 @@
 //! pv2hvm: converts AWS Xen PV root volumes into HVM disks that boot under a BIOS, with their
 //! own GRUB 2, on Xen HVM and Nitro instance types.
 //!
-//! The pipeline lives in [`convert`]; [`inspect`] reads a guest, [`plan`] says what will
-//! change, [`rewrite`] holds the text rewrites, [`ext2fs`] edits files through libext2fs,
-//! [`grub`] builds the bootloader, [`disk`] lays out the new disk, [`blockdev`] moves blocks,
-//! and [`bootcheck`] proves the result boots.
+//! The pipeline, `inspect → plan → (stop on --dry-run) → convert → verify → output`, reads
+//! top-down through the modules:
+//! - [`io`]: where blocks come from and go to ([`io::BlockSource`], [`io::BlockSink`]), the
+//!   composable wrappers (counting, progress, zero-skipping) and the copy-on-write overlay;
+//! - [`disk`]: recognising the source and laying out the new disk;
+//! - [`ext2fs`]: reading and editing the root filesystem through libext2fs;
+//! - [`guest`]: inspecting the guest, its drivers, initramfs and playbooks, and the text
+//!   rewrites of its files;
+//! - [`plan`]: everything a conversion will do, as reviewable data;
+//! - [`boot`]: GRUB 2 for BIOS boot, and the QEMU boot check;
+//! - [`convert`]: the pipeline itself, over the block traits;
+//! - [`host`]: the host tools pv2hvm runs (e2fsck) and checks (`doctor`).
+//!
+//! [`spec::ConvertSpec`] holds the choices that shape a conversion; [`error::Error`] classifies
+//! every failure into an [`error::ErrorKind`] with its exit code.
 
-pub mod blockdev;
-pub mod bootcheck;
+pub mod boot;
 pub mod convert;
 pub mod disk;
-pub mod doctor;
-pub mod drivers;
+pub mod error;
 pub mod ext2fs;
-pub mod fsck;
-pub mod grub;
-pub mod guestos;
-pub mod initramfs;
-pub mod inspect;
+pub mod guest;
+pub mod host;
+pub mod io;
 pub mod plan;
-pub mod plan_render;
-pub mod playbook;
 pub mod progress;
-pub mod report;
-pub mod rewrite;
+pub mod spec;
+pub mod util;
+
+pub use error::{Error, ErrorKind};

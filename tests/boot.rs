@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use pv2hvm::bootcheck::{self, BootCheck, DiskBus};
+use pv2hvm::boot::check::{self as bootcheck, BootCheck, DiskBus};
 
 fn boot(image: &Path, bus: DiskBus, log: &Path) -> bootcheck::BootOutcome {
     let mut check = BootCheck::new(image, bus);
@@ -64,7 +64,7 @@ fn boot_check_flag_reports_the_guest() {
     let dst = dir.path().join("hvm.img");
     let out = run_ok(pv2hvm().arg("convert").arg(fixture_cloud()).arg(&dst).args(["--boot-check", "-q"]));
     let text = stdout(&out);
-    assert!(text.contains("boot check: Nvme boot reached userspace in"), "{text}");
+    assert!(text.contains("boot check: NVMe boot reached userspace in"), "{text}");
     assert!(text.contains("root /dev/nvme0n1p1 mounted read-write"), "{text}");
 }
 

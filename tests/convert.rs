@@ -11,7 +11,7 @@ fn unpartitioned_source_to_mbr() {
     let before = sha256(&src);
     let dir = tempfile::tempdir().unwrap();
     let dst = dir.path().join("hvm.img");
-    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q"));
+    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "-q"]));
     assert_eq!(sha256(&src), before, "the source must stay byte-identical");
     assert!(stdout(&out).contains("converted"));
 
@@ -81,11 +81,12 @@ fn partitioned_source_at_sector_63_moves_to_1mib() {
     let src = make_mbr_disk(&fixture_cloud(), dir.path(), 63);
     let before = sha256(&src);
     let dst = dir.path().join("hvm.img");
-    let plan = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--dry-run", "--format", "json"]));
+    let plan =
+        run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "--dry-run", "--format", "json"]));
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(plan["source_layout"]["shape"], "mbr");
     assert_eq!(plan["source_layout"]["fs_offset"], 63 * 512);
-    run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q"));
+    run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "-q"]));
     assert_eq!(sha256(&src), before);
     let pt = partition_table(&dst);
     assert_eq!(pt["partitiontable"]["partitions"][0]["start"], 2048);
@@ -101,14 +102,15 @@ fn dry_run_writes_nothing_and_shows_diffs() {
     let dst = dir.path().join("hvm.img");
     let src = fixture_cloud();
     let before = sha256(&src);
-    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).arg("--dry-run"));
+    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "--dry-run"]));
     let text = stdout(&out);
     assert!(text.contains("--- a/boot/grub/menu.lst\n+++ b/boot/grub/menu.lst\n"), "{text}");
     assert!(text.contains("\n-root (hd0)\n") && text.contains("\n+root (hd0,0)\n"), "{text}");
     assert!(text.contains("original kept as /etc/fstab.pv2hvm-orig"), "{text}");
     assert!(text.contains("device map   /dev/xvda1 -> partition 1"), "{text}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "dry run wrote something");
-    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--dry-run", "--format", "json"]));
+    let out =
+        run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "--dry-run", "--format", "json"]));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["schema_version"], 1);
     assert_eq!(plan["disk"]["kind"], "mbr");
@@ -153,7 +155,7 @@ fn console_network_and_metadata_edits() {
     e2fsck_clean(&t);
 
     let dst = dir.path().join("hvm.img");
-    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--format", "json", "-q"]));
+    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "--format", "json", "-q"]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let edits = report["report"]["plan"]["edits"].as_array().unwrap();
     let actions: Vec<(String, String)> =
@@ -200,7 +202,7 @@ fn journal_needing_recovery_is_replayed_on_the_copy_only() {
     debugfs(&t, "feature needs_recovery", true);
     let before = sha256(&src);
     let dst = dir.path().join("hvm.img");
-    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q"));
+    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "-q"]));
     assert!(stdout(&out).contains("journal      needs recovery: replayed on the copy"), "{}", stdout(&out));
     assert_eq!(sha256(&src), before, "the source journal must not be replayed");
     assert!(debugfs(&t, "stats", false).contains("needs_recovery"));
@@ -217,7 +219,7 @@ fn doctor_lists_host_tools() {
         assert!(text.lines().any(|l| l.starts_with("ok") && l.contains(what)), "{what}: {text}");
     }
     let out = pv2hvm().args(["doctor", "--grub-dir", "/nonexistent"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(6));
     assert!(stdout(&out).contains("install the grub-pc-bin package"));
     let out = pv2hvm()
         .arg("convert")
@@ -226,7 +228,7 @@ fn doctor_lists_host_tools() {
         .args(["--grub-dir", "/nonexistent"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(6));
     assert!(stderr(&out).contains("install the grub-pc-bin package"), "{}", stderr(&out));
     assert!(!std::path::Path::new("/tmp/pv2hvm-never.img").exists());
 }

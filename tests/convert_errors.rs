@@ -7,14 +7,20 @@ use std::process::Command;
 
 use common::*;
 
-/// Runs `pv2hvm convert SRC DST`, expects failure naming `expect`, and checks no output.
+/// Runs `pv2hvm convert SRC DST`, expects a refusal (exit 3) naming `expect`, and checks no output.
 fn refuse(src: &Path, expect: &str) {
+    fail(src, expect, 3);
+}
+
+/// Runs `pv2hvm convert SRC DST`, expects exit `code` and an error naming `expect`, and checks
+/// no output.
+fn fail(src: &Path, expect: &str, code: i32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let dst = dir.path().join("out.img");
     let before = src.exists().then(|| sha256(src));
     let out = pv2hvm().arg("convert").arg(src).arg(&dst).arg("-q").output().expect("run pv2hvm");
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "expected exit 1 for {expect:?}, got {:?}: {err}", out.status);
+    assert_eq!(out.status.code(), Some(code), "expected exit {code} for {expect:?}, got {:?}: {err}", out.status);
     assert!(err.contains(expect), "stderr should name {expect:?}: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line of error: {err}");
     assert!(err.starts_with("pv2hvm: error: "), "{err}");
@@ -50,7 +56,7 @@ fn garbage() {
 
 #[test]
 fn missing_source() {
-    refuse(Path::new("/nonexistent/pv.img"), "/nonexistent/pv.img: No such file or directory");
+    fail(Path::new("/nonexistent/pv.img"), "/nonexistent/pv.img: No such file or directory", 4);
 }
 
 #[test]
@@ -158,7 +164,7 @@ fn destination_on_a_full_disk() {
     let dst = small.join("out.img");
     let out = pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q").output().unwrap();
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!dst.exists());
@@ -171,7 +177,7 @@ fn existing_destination_needs_force() {
     let dst = dir.path().join("out.img");
     std::fs::write(&dst, b"keep me").unwrap();
     let out = pv2hvm().arg("convert").arg(fixture_cloud()).arg(&dst).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("already exists (pass --force to replace it)"));
     assert_eq!(std::fs::read(&dst).unwrap(), b"keep me");
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use pv2hvm::initramfs::Initramfs;
+use pv2hvm::guest::initramfs::Initramfs;
 
 struct Converted {
     _dir: tempfile::TempDir,
@@ -29,7 +29,7 @@ fn dump(target: &str, path: &str, out: &Path) -> Vec<u8> {
 fn convert(src: &Path) -> Converted {
     let dir = tempfile::tempdir().unwrap();
     let dst = dir.path().join("hvm.img");
-    let out = run_ok(pv2hvm().arg("convert").arg(src).arg(&dst).args(["--format", "json", "-q"]));
+    let out = run_ok(pv2hvm().arg("convert").arg(src).arg(&dst).args(["--layout", "mbr", "--format", "json", "-q"]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ird = &report["report"]["plan"]["initramfs"][0];
     let path = ird["path"].as_str().unwrap().to_string();
@@ -165,7 +165,7 @@ fn missing_driver_is_refused_unless_the_target_excludes_it() {
     let dst = dir.path().join("hvm.img");
     let out = pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q").output().unwrap();
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
         err.contains(&format!("kernel {ver} has no ena driver: Nitro is not possible without a newer kernel; Xen HVM remains possible: pass --target xen")),
         "{err}"
@@ -182,7 +182,7 @@ fn missing_driver_is_refused_unless_the_target_excludes_it() {
     let load: Vec<&str> = ird["load"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(load.contains(&"xen-netfront") && !load.contains(&"ena"), "{load:?}");
     let out = pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--target", "nitro", "--dry-run"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
 }
 
 #[test]
@@ -191,9 +191,9 @@ fn no_room_for_the_new_initramfs_is_refused() {
     let src = copy_sparse(&fixture_cloud(), dir.path(), "full.img");
     debugfs(&src.display().to_string(), "ssv free_blocks_count 100", true);
     let dst = dir.path().join("hvm.img");
-    let out = pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q").output().unwrap();
+    let out = pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "-q"]).output().unwrap();
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("not enough free space for the rebuilt /boot/initrd.img-"), "{err}");
     assert!(!dst.exists() && !dir.path().join("hvm.img.partial").exists());
 }
@@ -203,7 +203,7 @@ fn keep_initramfs_leaves_it_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let dst = dir.path().join("hvm.img");
     let src = fixture_cloud();
-    run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--keep-initramfs", "-q"]));
+    run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "--keep-initramfs", "-q"]));
     let t = at(&dst, MIB);
     let ver = kernel_version(&t);
     let path = format!("/boot/initrd.img-{ver}");

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use pv2hvm::initramfs::{Initramfs, kmod_index};
+use pv2hvm::guest::initramfs::{Initramfs, kmod_index};
 
 fn fixture_initramfs(fx: std::path::PathBuf) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();

@@ -212,7 +212,7 @@ fn saved_plan_drift_is_refused() {
     let dst = dir.path().join("hvm.img");
     let out = pv2hvm().arg("convert").arg("--plan").arg(&saved).arg(&src).arg(&dst).arg("-q").output().unwrap();
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
         err.contains(
             "the source has drifted from the saved plan: /etc/fstab changed since the plan was made; make a new plan"

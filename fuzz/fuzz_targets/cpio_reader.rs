@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pv2hvm::initramfs::cpio::{read_archives, write_archive};
+use pv2hvm::guest::initramfs::cpio::{read_archives, write_archive};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((entries, used)) = read_archives(data) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pv2hvm::initramfs::Initramfs;
+use pv2hvm::guest::initramfs::Initramfs;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(ird) = Initramfs::parse(data) {

@@ -1,16 +1,16 @@
 //! Recognises the shape of a PV root volume: a bare ext2/3/4 filesystem (PV-GRUB "hd0") or
 //! an MBR disk whose first partition holds it ("hd00"), and names what it does not support.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::superblock::Superblock;
-use crate::blockdev::BlockSource;
+use crate::io::BlockSource;
 
 /// Where the root filesystem sits in the source.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceLayout {
     /// "unpartitioned" or "mbr".
-    pub shape: &'static str,
+    pub shape: String,
     /// Byte offset of the root filesystem.
     pub fs_offset: u64,
     /// Bytes the source holds from that offset on.
@@ -131,7 +131,7 @@ fn finish(
     if fs.size_bytes() > available {
         return Err(DetectError::Truncated { image: src.describe(), fs_size: fs.size_bytes(), available });
     }
-    Ok(SourceLayout { shape, fs_offset: offset, available, fs })
+    Ok(SourceLayout { shape: shape.to_string(), fs_offset: offset, available, fs })
 }
 
 #[cfg(test)]

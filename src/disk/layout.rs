@@ -1,35 +1,28 @@
-//! The HVM disk's layout: where the root partition and GRUB's core.img go, and the bytes of
-//! the partition tables (MBR, or GPT with a BIOS boot partition).
+//! The HVM disk's layout: where the root filesystem and GRUB's core.img go, and the bytes of
+//! the boot sector and partition tables.
 //!
-//! Both layouts keep the root filesystem as partition 1, so PV-GRUB's `(hd0,0)` and Linux's
-//! `…p1`/`…1` names hold. Offsets are multiples of 1 MiB, which keeps a shifted copy aligned to
-//! EBS's 512 KiB blocks.
+//! - in-place: the filesystem stays where it is. An unpartitioned source becomes a whole-disk
+//!   filesystem behind boot.img in sector 0 (ext never uses its first 1,024 bytes); a
+//!   partitioned one keeps its partition table. core.img goes in the gap after the MBR when
+//!   partition 1 starts at 1 MiB or later, else in blocks of the filesystem's reserved
+//!   boot-loader inode (5), reached through diskboot's blocklist.
+//! - mbr and gpt: the filesystem moves into partition 1, so PV-GRUB's `(hd0,0)` and Linux's
+//!   `…p1`/`…1` names hold. Offsets are multiples of 1 MiB, which keeps a shifted copy aligned
+//!   to EBS's 512 KiB blocks.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use serde::{Deserialize, Serialize};
 
+use super::detect::SourceLayout;
+
 pub const SECTOR: u64 = 512;
 pub const MIB: u64 = 1 << 20;
 const GPT_TAIL_SECTORS: u64 = 33; // backup entries (32) + backup header
 const MBR_LIMIT: u64 = (u32::MAX as u64) * SECTOR;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LayoutKind {
-    Mbr,
-    Gpt,
-}
-
-impl std::fmt::Display for LayoutKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LayoutKind::Mbr => "mbr",
-            LayoutKind::Gpt => "gpt",
-        })
-    }
-}
+pub use crate::spec::LayoutKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
@@ -41,52 +34,130 @@ pub enum LayoutError {
     MbrTooLarge(u64),
     #[error("core.img is {size} bytes but its gap holds {room}")]
     CoreTooLarge { size: usize, room: u64 },
+    #[error("an in-place disk keeps the source's {source_len} bytes: --size cannot shrink it to {size}")]
+    Shrink { size: u64, source_len: u64 },
+    #[error(
+        "in place, core.img needs {need} bytes of free space in the root filesystem, which has {free}: use --layout mbr"
+    )]
+    NoRoomForCore { need: u64, free: u64 },
     #[error("writing the GPT: {0}")]
     Gpt(String),
+    #[error(transparent)]
+    Grub(#[from] crate::boot::grub::GrubError),
+}
+
+/// Where core.img lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CorePlacement {
+    /// Contiguous sectors outside the filesystem (`core_lba`, `core_room`): the gap after the
+    /// MBR, or the BIOS boot partition.
+    Gap,
+    /// Blocks of the root filesystem's reserved boot-loader inode (5), allocated at conversion
+    /// and reached through diskboot's blocklist.
+    BootLoaderInode,
 }
 
 /// Where everything goes on the new disk.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskLayout {
     pub kind: LayoutKind,
     pub disk_size: u64,
-    /// Root partition (number 1): byte offset and length.
+    /// The root filesystem: byte offset and length (partition 1 for mbr and gpt).
     pub root_start: u64,
     pub root_size: u64,
-    /// First sector of core.img and the bytes available for it.
+    /// Partition number of the root filesystem; 0 for a whole-disk filesystem.
+    pub root_partition: u32,
+    /// First sector of core.img and the bytes available for it (a gap; 0 in the filesystem).
     pub core_lba: u64,
     pub core_room: u64,
+    pub core_placement: CorePlacement,
+    /// Why core.img goes where it goes.
+    pub core_reason: String,
     /// GPT only: the BIOS boot partition (number 2), byte offset and length.
     pub bios_boot: Option<(u64, u64)>,
 }
 
+/// The in-place core.img placement: the post-MBR gap when partition 1 starts at 1 MiB or
+/// later, else the boot-loader inode.
+fn in_place_core(source: &SourceLayout) -> (u64, u64, CorePlacement, String) {
+    if source.shape == "mbr" && source.fs_offset >= MIB {
+        let room = source.fs_offset - SECTOR;
+        let why = format!("the gap between the MBR and partition 1 ({} KiB)", room / 1024);
+        (1, room, CorePlacement::Gap, why)
+    } else {
+        let before = if source.shape == "mbr" {
+            format!("partition 1 starts at sector {}, leaving no room for it", source.fs_offset / SECTOR)
+        } else {
+            "the filesystem starts at sector 0, so there is no gap".to_string()
+        };
+        let why = format!(
+            "blocks of the root filesystem's reserved boot-loader inode 5, which e2fsck, resize2fs and defragmenters leave where they are: {before}"
+        );
+        (0, 0, CorePlacement::BootLoaderInode, why)
+    }
+}
+
 impl DiskLayout {
-    pub fn new(kind: LayoutKind, disk_size: u64, fs_size: u64) -> Result<Self, LayoutError> {
+    /// The layout of a `disk_size`-byte disk for `source`.
+    pub fn new(kind: LayoutKind, disk_size: u64, source: &SourceLayout) -> Result<Self, LayoutError> {
+        let fs_size = source.fs.size_bytes();
         let disk_size = disk_size / SECTOR * SECTOR;
+        let gap = |lba: u64, room: u64| (lba, room, CorePlacement::Gap, String::new());
         let layout = match kind {
+            LayoutKind::InPlace => {
+                let source_len = source.fs_offset + source.available;
+                if disk_size < source_len / SECTOR * SECTOR {
+                    return Err(LayoutError::Shrink { size: disk_size, source_len });
+                }
+                if source.shape == "mbr" && disk_size > MBR_LIMIT {
+                    return Err(LayoutError::MbrTooLarge(disk_size));
+                }
+                let (core_lba, core_room, core_placement, core_reason) = in_place_core(source);
+                DiskLayout {
+                    kind,
+                    disk_size,
+                    root_start: source.fs_offset,
+                    root_size: fs_size,
+                    root_partition: if source.shape == "mbr" { 1 } else { 0 },
+                    core_lba,
+                    core_room,
+                    core_placement,
+                    core_reason,
+                    bios_boot: None,
+                }
+            }
             LayoutKind::Mbr => {
                 if disk_size > MBR_LIMIT {
                     return Err(LayoutError::MbrTooLarge(disk_size));
                 }
+                let (core_lba, core_room, core_placement, _) = gap(1, MIB - SECTOR);
                 DiskLayout {
                     kind,
                     disk_size,
                     root_start: MIB,
                     root_size: disk_size.saturating_sub(MIB),
-                    core_lba: 1,
-                    core_room: MIB - SECTOR,
+                    root_partition: 1,
+                    core_lba,
+                    core_room,
+                    core_placement,
+                    core_reason: "the gap between the MBR and partition 1 at 1 MiB".into(),
                     bios_boot: None,
                 }
             }
             LayoutKind::Gpt => {
                 let tail = GPT_TAIL_SECTORS * SECTOR;
+                let (core_lba, core_room, core_placement, _) = gap(MIB / SECTOR, MIB);
                 DiskLayout {
                     kind,
                     disk_size,
                     root_start: 2 * MIB,
                     root_size: disk_size.saturating_sub(2 * MIB + tail),
-                    core_lba: MIB / SECTOR,
-                    core_room: MIB,
+                    root_partition: 1,
+                    core_lba,
+                    core_room,
+                    core_placement,
+                    core_reason: "the BIOS boot partition (2) at 1 MiB".into(),
                     bios_boot: Some((MIB, MIB)),
                 }
             }
@@ -98,23 +169,41 @@ impl DiskLayout {
         Ok(layout)
     }
 
-    /// The regions to write before the root partition (and, for GPT, at the disk's end):
-    /// boot sector, partition tables and core.img. `boot_sector` is boot.img already patched
-    /// for this layout (see [`crate::grub::patch_boot_img`]); `core` is core.img as built.
+    /// The regions to write outside the root filesystem: boot sector, partition tables and,
+    /// in a gap, core.img. `boot_sector` is boot.img already patched (see
+    /// [`crate::boot::grub::patch_boot_img`]); `core` is core.img as built (ignored when it
+    /// lives in the filesystem); `source_mbr` is the source's sector 0, whose disk signature
+    /// and partition table an in-place partitioned disk keeps.
     pub fn boot_regions(
         &self,
         boot_sector: &[u8; 512],
         core: &[u8],
         disk_id: u32,
         disk_guid: uuid::Uuid,
+        source_mbr: &[u8; 512],
     ) -> Result<Vec<(u64, Vec<u8>)>, LayoutError> {
-        if core.len() as u64 > self.core_room {
-            return Err(LayoutError::CoreTooLarge { size: core.len(), room: self.core_room });
-        }
-        let mut core = core.to_vec();
-        crate::grub::place_core_img(&mut core, self.core_lba);
         let mut regions = Vec::new();
+        if self.core_placement == CorePlacement::Gap {
+            if core.len() as u64 > self.core_room {
+                return Err(LayoutError::CoreTooLarge { size: core.len(), room: self.core_room });
+            }
+            let mut core = core.to_vec();
+            crate::boot::grub::place_core_img(&mut core, self.core_lba)?;
+            regions.push((self.core_lba * SECTOR, core));
+        }
         match self.kind {
+            LayoutKind::InPlace => {
+                let mut mbr = *boot_sector;
+                if self.root_partition == 0 {
+                    // A whole-disk filesystem: no disk signature and no partition entries.
+                    mbr[0x1B8..0x1FE].fill(0);
+                } else {
+                    mbr[0x1B8..0x1FE].copy_from_slice(&source_mbr[0x1B8..0x1FE]);
+                }
+                mbr[0x1FE] = 0x55;
+                mbr[0x1FF] = 0xAA;
+                regions.insert(0, (0, mbr.to_vec()));
+            }
             LayoutKind::Mbr => {
                 let mut mbr = *boot_sector;
                 mbr[0x1B8..0x1BC].copy_from_slice(&disk_id.to_le_bytes());
@@ -124,11 +213,14 @@ impl DiskLayout {
                 mbr[0x1BE..0x1CE].copy_from_slice(&entry);
                 mbr[0x1FE] = 0x55;
                 mbr[0x1FF] = 0xAA;
-                regions.push((0, mbr.to_vec()));
+                regions.insert(0, (0, mbr.to_vec()));
             }
-            LayoutKind::Gpt => regions.extend(self.gpt_regions(boot_sector, disk_id, disk_guid)?),
+            LayoutKind::Gpt => {
+                let mut tables = self.gpt_regions(boot_sector, disk_id, disk_guid)?;
+                tables.append(&mut regions);
+                regions = tables;
+            }
         }
-        regions.push((self.core_lba * SECTOR, core));
         Ok(regions)
     }
 
@@ -268,10 +360,35 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
+    /// A source holding a `fs`-byte filesystem at `offset`, in a disk of `len` bytes.
+    fn source(shape: &str, offset: u64, fs: u64, len: u64) -> SourceLayout {
+        SourceLayout {
+            shape: shape.into(),
+            fs_offset: offset,
+            available: len - offset,
+            fs: crate::disk::superblock::Superblock {
+                fs_type: "ext4".into(),
+                uuid: "u".into(),
+                label: String::new(),
+                block_size: 4096,
+                blocks: fs / 4096,
+                free_blocks: 0,
+                features: Vec::new(),
+                needs_recovery: false,
+            },
+        }
+    }
+
+    fn fs(size: u64) -> SourceLayout {
+        source("unpartitioned", 0, size, size)
+    }
+
+    const NO_MBR: [u8; 512] = [0u8; 512];
+
     #[test]
     fn mbr_partition_starts_at_1mib_and_fills_the_disk() {
-        let l = DiskLayout::new(LayoutKind::Mbr, 3 * GIB, 2 * GIB).unwrap();
-        let regions = l.boot_regions(&[0u8; 512], &[1u8; 1024], 0xdeadbeef, uuid::Uuid::nil()).unwrap();
+        let l = DiskLayout::new(LayoutKind::Mbr, 3 * GIB, &fs(2 * GIB)).unwrap();
+        let regions = l.boot_regions(&[0u8; 512], &[0u8; 1024], 0xdeadbeef, uuid::Uuid::nil(), &NO_MBR).unwrap();
         let mbr = &regions[0].1;
         assert_eq!(regions[0].0, 0);
         assert_eq!(&mbr[0x1B8..0x1BC], &0xdeadbeefu32.to_le_bytes());
@@ -286,8 +403,8 @@ mod tests {
 
     #[test]
     fn gpt_has_root_first_and_bios_boot_second() {
-        let l = DiskLayout::new(LayoutKind::Gpt, 3 * GIB, 2 * GIB).unwrap();
-        let regions = l.boot_regions(&[0u8; 512], &[1u8; 1024], 7, uuid::Uuid::from_u128(42)).unwrap();
+        let l = DiskLayout::new(LayoutKind::Gpt, 3 * GIB, &fs(2 * GIB)).unwrap();
+        let regions = l.boot_regions(&[0u8; 512], &[0u8; 1024], 7, uuid::Uuid::from_u128(42), &NO_MBR).unwrap();
         let head = &regions[0].1;
         assert_eq!(regions[0].0, 0);
         assert_eq!(head[0x1C2], 0xEE, "protective MBR");
@@ -307,9 +424,43 @@ mod tests {
 
     #[test]
     fn refuses_too_small_and_huge_mbr() {
-        assert!(matches!(DiskLayout::new(LayoutKind::Mbr, 2 * GIB, 2 * GIB), Err(LayoutError::TooSmall { .. })));
-        assert!(matches!(DiskLayout::new(LayoutKind::Mbr, 3 << 40, GIB), Err(LayoutError::MbrTooLarge(_))));
-        assert!(DiskLayout::new(LayoutKind::Gpt, 3 << 40, GIB).is_ok());
+        assert!(matches!(DiskLayout::new(LayoutKind::Mbr, 2 * GIB, &fs(2 * GIB)), Err(LayoutError::TooSmall { .. })));
+        assert!(matches!(DiskLayout::new(LayoutKind::Mbr, 3 << 40, &fs(GIB)), Err(LayoutError::MbrTooLarge(_))));
+        assert!(DiskLayout::new(LayoutKind::Gpt, 3 << 40, &fs(GIB)).is_ok());
+        assert!(matches!(DiskLayout::new(LayoutKind::InPlace, GIB, &fs(2 * GIB)), Err(LayoutError::Shrink { .. })));
+    }
+
+    #[test]
+    fn in_place_whole_disk_keeps_the_filesystem_at_zero_with_no_partition() {
+        let l = DiskLayout::new(LayoutKind::InPlace, 2 * GIB, &fs(2 * GIB)).unwrap();
+        assert_eq!((l.root_start, l.root_partition, &l.core_placement), (0, 0, &CorePlacement::BootLoaderInode));
+        assert!(l.core_reason.contains("boot-loader inode 5"), "{}", l.core_reason);
+        let mut boot = [0xB0u8; 512];
+        boot[0x1B8..].fill(0x77);
+        let regions = l.boot_regions(&boot, &[0u8; 1024], 9, uuid::Uuid::nil(), &[0x11u8; 512]).unwrap();
+        assert_eq!(regions.len(), 1, "core.img is not written outside the filesystem");
+        let (at, mbr) = &regions[0];
+        assert_eq!((*at, mbr.len()), (0, 512));
+        assert!(mbr[..0x1B8].iter().all(|&b| b == 0xB0), "boot code kept");
+        assert!(mbr[0x1B8..0x1FE].iter().all(|&b| b == 0), "no signature, no partition entries");
+        assert_eq!(&mbr[0x1FE..], &[0x55, 0xAA]);
+        // Growing is allowed.
+        assert_eq!(DiskLayout::new(LayoutKind::InPlace, 3 * GIB, &fs(2 * GIB)).unwrap().disk_size, 3 * GIB);
+    }
+
+    #[test]
+    fn in_place_partitioned_keeps_the_table_and_uses_the_gap_when_there_is_one() {
+        let mut src_mbr = [0u8; 512];
+        src_mbr[0x1B8..0x1FE].fill(0x42);
+        let at_1mib = DiskLayout::new(LayoutKind::InPlace, 3 * GIB, &source("mbr", MIB, 2 * GIB, 3 * GIB)).unwrap();
+        assert_eq!((at_1mib.root_start, at_1mib.root_partition), (MIB, 1));
+        assert_eq!((at_1mib.core_placement.clone(), at_1mib.core_lba), (CorePlacement::Gap, 1));
+        let regions = at_1mib.boot_regions(&[0u8; 512], &[0u8; 1024], 9, uuid::Uuid::nil(), &src_mbr).unwrap();
+        assert_eq!(regions.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 512]);
+        assert!(regions[0].1[0x1B8..0x1FE].iter().all(|&b| b == 0x42), "the source's table is kept");
+        let at_63 = DiskLayout::new(LayoutKind::InPlace, 3 * GIB, &source("mbr", 63 * 512, 2 * GIB, 3 * GIB)).unwrap();
+        assert_eq!(at_63.core_placement, CorePlacement::BootLoaderInode);
+        assert!(at_63.core_reason.contains("sector 63"), "{}", at_63.core_reason);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The ext2/3/4 superblock fields pv2hvm reports and checks, parsed from raw bytes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::blockdev::BlockSource;
+use crate::io::BlockSource;
 
 pub const SUPERBLOCK_OFFSET: u64 = 1024;
 const EXT_MAGIC: u16 = 0xEF53;
@@ -47,18 +47,16 @@ const RO_COMPAT: &[(u32, &str)] = &[
 ];
 
 /// An ext2/3/4 superblock.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Superblock {
-    pub fs_type: &'static str,
+    pub fs_type: String,
     pub uuid: String,
     pub label: String,
     pub block_size: u64,
     pub blocks: u64,
     pub free_blocks: u64,
-    pub features: Vec<&'static str>,
+    pub features: Vec<String>,
     pub needs_recovery: bool,
-    #[serde(skip)]
-    incompat: u32,
 }
 
 impl Superblock {
@@ -80,7 +78,7 @@ impl Superblock {
         let free_blocks = u64::from(u32_at(0xC)) | if wide { u64::from(u32_at(0x158)) << 32 } else { 0 };
         let mut features = Vec::new();
         for (set, table) in [(compat, COMPAT), (incompat, INCOMPAT), (ro_compat, RO_COMPAT)] {
-            features.extend(table.iter().filter(|(bit, _)| set & bit != 0).map(|(_, n)| *n));
+            features.extend(table.iter().filter(|(bit, _)| set & bit != 0).map(|(_, n)| n.to_string()));
         }
         let fs_type = if incompat & (0x40 | 0x80 | 0x200 | 0x8000) != 0 || ro_compat & (0x8 | 0x40 | 0x400) != 0 {
             "ext4"
@@ -92,7 +90,7 @@ impl Superblock {
         let label_raw = &b[0x78..0x88];
         let label_end = label_raw.iter().position(|&c| c == 0).unwrap_or(16);
         Some(Superblock {
-            fs_type,
+            fs_type: fs_type.to_string(),
             uuid: format_uuid(&b[0x68..0x78]),
             label: String::from_utf8_lossy(&label_raw[..label_end]).into_owned(),
             block_size: 1024 << log,
@@ -100,7 +98,6 @@ impl Superblock {
             free_blocks,
             features,
             needs_recovery: incompat & 0x4 != 0,
-            incompat,
         })
     }
 
@@ -120,14 +117,8 @@ impl Superblock {
     }
 
     pub fn has_extents(&self) -> bool {
-        self.incompat & 0x40 != 0
+        self.features.iter().any(|f| f == "extent")
     }
-}
-
-/// Reads the superblock of the filesystem at `offset` in a local image.
-pub fn read_superblock_at(image: &std::path::Path, offset: u64) -> Option<Superblock> {
-    let src = crate::blockdev::LocalFileSource::open(image).ok()?;
-    Superblock::read(&src, offset).ok().flatten()
 }
 
 fn format_uuid(b: &[u8]) -> String {
@@ -167,7 +158,7 @@ mod tests {
         assert_eq!(sb.block_size, 4096);
         assert_eq!(sb.size_bytes(), 2 << 30);
         assert!(sb.needs_recovery);
-        assert!(sb.features.contains(&"has_journal") && sb.features.contains(&"extent"));
+        assert!(sb.features.iter().any(|f| f == "has_journal") && sb.features.iter().any(|f| f == "extent"));
     }
 
     #[test]

@@ -1,20 +1,23 @@
-//! Raw declarations for the parts of libext2fs (e2fsprogs >= 1.46) that pv2hvm calls.
+//! Every declaration pv2hvm needs from libext2fs (e2fsprogs >= 1.46), in one place.
 //!
-//! Only opaque handles cross the boundary, except `ext2_inode`, whose 128-byte layout is the
-//! on-disk one and has not changed since ext2.
+//! Handles are opaque except where pv2hvm reads fields, and those are `repr(C)` copies of
+//! the headers' layouts: `ext2_inode` (the 128-byte on-disk inode, unchanged since ext2),
+//! the leading fields of `struct_ext2_filsys`, and the I/O channel and manager structs a
+//! custom I/O manager fills in (ext2fs/ext2_io.h).
 #![allow(non_camel_case_types)]
 
-use libc::{c_char, c_int, c_long, c_uint, c_void, size_t};
+use libc::{c_char, c_int, c_long, c_uint, c_ulong, c_ulonglong, c_void, size_t};
 
 pub type errcode_t = c_long;
 pub type ext2_ino_t = u32;
-pub type ext2_filsys = *mut c_void;
+pub type ext2_filsys = *mut ext2_filsys_head;
 pub type ext2_file_t = *mut c_void;
-pub type io_manager = *mut c_void;
+pub type io_manager = *mut IoManager;
 pub type xattr_handle = *mut c_void;
 pub type extent_handle = *mut c_void;
 
 pub const EXT2_ROOT_INO: ext2_ino_t = 2;
+pub const EXT2_BOOT_LOADER_INO: ext2_ino_t = 5;
 pub const EXT2_FLAG_RW: c_int = 0x01;
 pub const EXT2_FLAG_64BITS: c_int = 0x20000;
 pub const EXT2_FILE_WRITE: c_int = 0x0001;
@@ -23,6 +26,75 @@ pub const XATTR_HANDLE_FLAG_RAW: c_uint = 0x0001;
 pub const EXT2_ET_DIR_NO_SPACE: errcode_t = 2133571366;
 pub const EXT2_ET_FILE_NOT_FOUND: errcode_t = 2133571404;
 pub const EXT4_EXTENTS_FL: u32 = 0x0008_0000;
+pub const EXT2_ET_MAGIC_IO_CHANNEL: errcode_t = 2133571333;
+pub const EXT2_ET_MAGIC_IO_MANAGER: errcode_t = 2133571335;
+pub const EXT2_ET_RO_FILSYS: errcode_t = 2133571349;
+pub const EXT2_ET_SHORT_READ: errcode_t = 2133571364;
+pub const EXT2_ET_SHORT_WRITE: errcode_t = 2133571365;
+pub const EXT2_ET_BAD_DEVICE_NAME: errcode_t = 2133571386;
+pub const EXT2_ET_INVALID_ARGUMENT: errcode_t = 2133571399;
+pub const IO_FLAG_RW: c_int = 0x0001;
+
+/// The leading fields of `struct struct_ext2_filsys` (ext2fs/ext2fs.h), unchanged since
+/// e2fsprogs 1.42; pv2hvm reads the in-memory superblock and the block size through them.
+#[repr(C)]
+pub struct ext2_filsys_head {
+    pub magic: errcode_t,
+    pub io: *mut IoChannel,
+    pub flags: c_int,
+    pub device_name: *mut c_char,
+    /// The in-memory `struct ext2_super_block`, kept current as blocks are allocated.
+    pub super_: *mut c_void,
+    pub blocksize: c_uint,
+}
+
+pub type ReadError =
+    Option<unsafe extern "C" fn(*mut IoChannel, c_ulong, c_int, *mut c_void, usize, c_int, errcode_t) -> errcode_t>;
+pub type WriteError =
+    Option<unsafe extern "C" fn(*mut IoChannel, c_ulong, c_int, *const c_void, usize, c_int, errcode_t) -> errcode_t>;
+
+/// `struct struct_io_channel` (ext2fs/ext2_io.h).
+#[repr(C)]
+pub struct IoChannel {
+    pub magic: errcode_t,
+    pub manager: *const IoManager,
+    pub name: *mut c_char,
+    pub block_size: c_int,
+    pub read_error: ReadError,
+    pub write_error: WriteError,
+    pub refcount: c_int,
+    pub flags: c_int,
+    pub reserved: [c_long; 14],
+    pub private_data: *mut c_void,
+    pub app_data: *mut c_void,
+    pub align: c_int,
+}
+
+/// `struct struct_io_manager` (ext2fs/ext2_io.h).
+#[repr(C)]
+pub struct IoManager {
+    pub magic: errcode_t,
+    pub name: *const c_char,
+    pub open: Option<unsafe extern "C" fn(*const c_char, c_int, *mut *mut IoChannel) -> errcode_t>,
+    pub close: Option<unsafe extern "C" fn(*mut IoChannel) -> errcode_t>,
+    pub set_blksize: Option<unsafe extern "C" fn(*mut IoChannel, c_int) -> errcode_t>,
+    pub read_blk: Option<unsafe extern "C" fn(*mut IoChannel, c_ulong, c_int, *mut c_void) -> errcode_t>,
+    pub write_blk: Option<unsafe extern "C" fn(*mut IoChannel, c_ulong, c_int, *const c_void) -> errcode_t>,
+    pub flush: Option<unsafe extern "C" fn(*mut IoChannel) -> errcode_t>,
+    pub write_byte: Option<unsafe extern "C" fn(*mut IoChannel, c_ulong, c_int, *const c_void) -> errcode_t>,
+    pub set_option: Option<unsafe extern "C" fn(*mut IoChannel, *const c_char, *const c_char) -> errcode_t>,
+    pub get_stats: Option<unsafe extern "C" fn(*mut IoChannel, *mut *mut c_void) -> errcode_t>,
+    pub read_blk64: Option<unsafe extern "C" fn(*mut IoChannel, c_ulonglong, c_int, *mut c_void) -> errcode_t>,
+    pub write_blk64: Option<unsafe extern "C" fn(*mut IoChannel, c_ulonglong, c_int, *const c_void) -> errcode_t>,
+    pub discard: Option<unsafe extern "C" fn(*mut IoChannel, c_ulonglong, c_ulonglong) -> errcode_t>,
+    pub cache_readahead: Option<unsafe extern "C" fn(*mut IoChannel, c_ulonglong, c_ulonglong) -> errcode_t>,
+    pub zeroout: Option<unsafe extern "C" fn(*mut IoChannel, c_ulonglong, c_ulonglong) -> errcode_t>,
+    pub reserved: [c_long; 14],
+}
+
+// SAFETY: a manager is immutable after construction and holds only function pointers and a
+// pointer to a static string, so sharing it between threads is sound.
+unsafe impl Sync for IoManager {}
 
 /// `struct ext2_inode`: the classic 128-byte on-disk inode, Linux `osd2` flavour.
 #[repr(C)]
@@ -75,7 +147,19 @@ pub type XattrIterFn =
     unsafe extern "C" fn(name: *mut c_char, value: *mut c_char, value_len: size_t, data: *mut c_void) -> c_int;
 
 unsafe extern "C" {
-    pub static unix_io_manager: io_manager;
+    pub fn ext2fs_get_library_version(ver: *mut *const c_char, date: *mut *const c_char) -> c_int;
+    pub fn ext2fs_free_blocks_count(sb: *mut c_void) -> u64;
+    pub fn ext2fs_write_inode(fs: ext2_filsys, ino: ext2_ino_t, inode: *mut ext2_inode) -> errcode_t;
+    pub fn ext2fs_bmap2(
+        fs: ext2_filsys,
+        ino: ext2_ino_t,
+        inode: *mut ext2_inode,
+        block_buf: *mut c_char,
+        bmap_flags: c_int,
+        block: u64,
+        ret_flags: *mut c_int,
+        phys_blk: *mut u64,
+    ) -> errcode_t;
 
     pub fn ext2fs_open2(
         name: *const c_char,

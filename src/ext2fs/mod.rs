@@ -6,49 +6,76 @@
 //! is renamed to `<name>.pv2hvm-orig` (keeping its inode, owner, mode and xattrs untouched) and
 //! the new content goes into a fresh inode that copies the owner, mode and xattrs.
 
-mod blockio;
 mod ffi;
+mod io_manager;
 
 use std::ffi::{CStr, CString};
-use std::path::Path;
+use std::sync::Arc;
 
 use ffi::*;
+use io_manager::{Backing, ChannelErrors};
+
+use crate::io::{BlockSource, Overlay};
 
 /// Suffix of the backup kept beside every rewritten guest file.
 pub const BACKUP_SUFFIX: &str = ".pv2hvm-orig";
 
 const MAX_SYMLINK_HOPS: usize = 16;
 
-/// A libext2fs failure, with the operation and guest path it concerned.
+/// What failed: a libext2fs error code, or an errno pv2hvm's own path walk produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    Ext2(i64),
+    Errno(i32),
+}
+
+/// A libext2fs failure, with the operation and guest path it concerned, and the I/O error
+/// underneath when the block layer failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {path}: {message}")]
 pub struct Ext2Error {
     pub op: &'static str,
     pub path: String,
-    pub code: errcode_t,
+    pub code: Code,
     pub message: String,
+    /// The source's or overlay's own error, when a block read or write failed.
+    #[source]
+    pub io: Option<std::io::Error>,
 }
 
 impl Ext2Error {
     fn new(op: &'static str, path: impl Into<String>, code: errcode_t) -> Self {
-        // SAFETY: error_message returns a pointer to a static or thread-local string.
+        // SAFETY: error_message returns a pointer to a static or thread-local string, which
+        // is copied out before anything else calls into com_err.
         let message = unsafe {
             let p = error_message(code);
             if p.is_null() { format!("error {code}") } else { CStr::from_ptr(p).to_string_lossy().into_owned() }
         };
-        Ext2Error { op, path: path.into(), code, message }
+        Ext2Error { op, path: path.into(), code: Code::Ext2(code), message, io: None }
+    }
+
+    fn errno(op: &'static str, path: impl Into<String>, errno: i32) -> Self {
+        let message = std::io::Error::from_raw_os_error(errno).to_string();
+        Ext2Error { op, path: path.into(), code: Code::Errno(errno), message, io: None }
     }
 
     /// True when the error says the path does not exist.
     pub fn is_not_found(&self) -> bool {
-        self.code == EXT2_ET_FILE_NOT_FOUND
+        self.code == Code::Ext2(EXT2_ET_FILE_NOT_FOUND)
     }
 }
 
 pub type Result<T> = std::result::Result<T, Ext2Error>;
 
-fn check(op: &'static str, path: &str, code: errcode_t) -> Result<()> {
-    if code == 0 { Ok(()) } else { Err(Ext2Error::new(op, path, code)) }
+/// The linked libext2fs' version string.
+pub fn library_version() -> String {
+    let mut ver: *const libc::c_char = std::ptr::null();
+    let mut date: *const libc::c_char = std::ptr::null();
+    // SAFETY: the library stores pointers to static strings in the two out-pointers.
+    unsafe {
+        ext2fs_get_library_version(&mut ver, &mut date);
+        if ver.is_null() { "unknown".into() } else { CStr::from_ptr(ver).to_string_lossy().into_owned() }
+    }
 }
 
 /// What a directory entry or path names.
@@ -105,96 +132,103 @@ pub struct Ext2Fs {
     fs: ext2_filsys,
     writable: bool,
     extents: bool,
+    errors: Arc<ChannelErrors>,
 }
 
 impl Ext2Fs {
-    /// Opens the filesystem in a local `image` at byte `offset`, read-only or writable.
-    pub fn open(image: &Path, offset: u64, writable: bool) -> Result<Self> {
-        let shown = image.display().to_string();
-        let name = CString::new(image.as_os_str().as_encoded_bytes())
-            .map_err(|_| Ext2Error::new("opening", &shown, EXT2_ET_FILE_NOT_FOUND))?;
-        let opts = CString::new(format!("offset={offset}")).expect("no NUL in number");
-        let extents = crate::disk::superblock::read_superblock_at(image, offset).is_some_and(|sb| sb.has_extents());
-        // SAFETY: unix_io_manager is libext2fs' own static manager.
-        Self::open_with(&shown, &name, Some(&opts), writable, unsafe { unix_io_manager }, extents)
-    }
-
     /// Opens, read-only, the filesystem at byte `offset` of a block source: every read goes
-    /// through the source (and is counted there).
-    pub fn open_source(source: std::sync::Arc<dyn crate::blockdev::BlockSource>, offset: u64) -> Result<Self> {
+    /// through the source.
+    pub fn open_source(source: Arc<dyn BlockSource>, offset: u64) -> Result<Self> {
         let shown = source.describe();
         let extents = crate::disk::superblock::Superblock::read(source.as_ref(), offset)
             .ok()
             .flatten()
             .is_some_and(|sb| sb.has_extents());
-        let (name, _registration) = blockio::register(source, offset);
-        let manager = (&blockio::BLOCK_SOURCE_IO_MANAGER as *const blockio::IoManager).cast_mut().cast();
-        Self::open_with(&shown, &name, None, false, manager, extents)
+        Self::open_with(&shown, Backing::Source { source, offset }, false, extents)
     }
 
-    fn open_with(
-        shown: &str,
-        name: &CStr,
-        opts: Option<&CStr>,
-        writable: bool,
-        manager: io_manager,
-        extents: bool,
-    ) -> Result<Self> {
+    /// Opens, writable, the filesystem that starts at the first byte of `overlay`: reads
+    /// come through it and every write stays in it.
+    pub fn open_overlay(overlay: Arc<Overlay>) -> Result<Self> {
+        let shown = overlay.describe();
+        let extents = crate::disk::superblock::Superblock::read(overlay.as_ref(), 0)
+            .ok()
+            .flatten()
+            .is_some_and(|sb| sb.has_extents());
+        Self::open_with(&shown, Backing::Overlay(overlay), true, extents)
+    }
+
+    fn open_with(shown: &str, backing: Backing, writable: bool, extents: bool) -> Result<Self> {
         let mut flags = EXT2_FLAG_64BITS;
         if writable {
             flags |= EXT2_FLAG_RW;
         }
         static ERROR_TABLE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: registers libext2fs' message table with com_err, once.
+        // SAFETY: registers libext2fs' message table with com_err, once per process.
         ERROR_TABLE.call_once(|| unsafe { initialize_ext2_error_table() });
+        let (name, errors, _registration) = io_manager::register(backing);
         let mut fs: ext2_filsys = std::ptr::null_mut();
-        let opts_ptr = opts.map_or(std::ptr::null(), CStr::as_ptr);
-        // SAFETY: all pointers are valid for the call; fs is only used on success.
-        unsafe {
-            check("opening", shown, ext2fs_open2(name.as_ptr(), opts_ptr, flags, 0, 0, manager, &mut fs))?;
-            // Bitmaps are only needed to allocate; a read-only open skips reading them.
-            if writable {
-                let rc = ext2fs_read_bitmaps(fs);
-                if rc != 0 {
-                    ext2fs_free(fs);
-                    return Err(Ext2Error::new("reading bitmaps of", shown, rc));
-                }
+        let with_io = |mut e: Ext2Error| {
+            e.io = errors.take();
+            e
+        };
+        // SAFETY: `name` names the registered backing for the duration of the open (the
+        // channel keeps its own copy after); `fs` is only used when the open succeeded.
+        let rc = unsafe { ext2fs_open2(name.as_ptr(), std::ptr::null(), flags, 0, 0, io_manager::manager(), &mut fs) };
+        if rc != 0 {
+            return Err(with_io(Ext2Error::new("opening", shown, rc)));
+        }
+        // Bitmaps are only needed to allocate; a read-only open skips reading them.
+        if writable {
+            // SAFETY: `fs` is open.
+            let rc = unsafe { ext2fs_read_bitmaps(fs) };
+            if rc != 0 {
+                // SAFETY: `fs` is open and not used after this.
+                unsafe { ext2fs_free(fs) };
+                return Err(with_io(Ext2Error::new("reading bitmaps of", shown, rc)));
             }
         }
-        Ok(Ext2Fs { fs, writable, extents })
+        Ok(Ext2Fs { fs, writable, extents, errors })
+    }
+
+    /// `Ok(())` for 0; otherwise the error, with the channel's I/O error attached.
+    fn check(&self, op: &'static str, path: &str, code: errcode_t) -> Result<()> {
+        if code == 0 {
+            return Ok(());
+        }
+        let mut e = Ext2Error::new(op, path, code);
+        e.io = self.errors.take();
+        Err(e)
     }
 
     /// Free space, from libext2fs' in-memory superblock (it tracks allocations as they happen).
     pub fn free_bytes(&self) -> u64 {
-        // `struct struct_ext2_filsys` starts: errcode_t magic; io_channel io; int flags;
-        // char *device_name; struct ext2_super_block *super — at offset 32 on LP64.
-        // SAFETY: fs is open; `super` points at the 1024-byte in-memory superblock.
-        let sb = unsafe {
-            let sup = *(self.fs as *const u8).add(32).cast::<*const u8>();
-            std::slice::from_raw_parts(sup, 1024)
-        };
-        crate::disk::superblock::Superblock::parse(sb).map_or(0, |s| s.free_blocks * s.block_size)
+        // SAFETY: `fs` is open, so `super_` points at its live in-memory superblock.
+        unsafe { ext2fs_free_blocks_count((*self.fs).super_) * u64::from((*self.fs).blocksize) }
     }
 
     /// Flushes and closes, reporting errors that a drop would swallow.
     pub fn close(mut self) -> Result<()> {
+        // SAFETY: `fs` is open; close_free frees it and nulls the pointer, so Drop skips it.
         let rc = unsafe { ext2fs_close_free(&mut self.fs) };
         self.fs = std::ptr::null_mut();
-        check("closing", "filesystem", rc)
+        self.check("closing", "filesystem", rc)
     }
 
     fn read_inode(&self, ino: u32, path: &str) -> Result<ext2_inode> {
         let mut inode = ext2_inode::default();
-        check("reading inode of", path, unsafe { ext2fs_read_inode(self.fs, ino, &mut inode) })?;
+        // SAFETY: `fs` is open and `inode` is a full-size inode buffer it fills.
+        self.check("reading inode of", path, unsafe { ext2fs_read_inode(self.fs, ino, &mut inode) })?;
         Ok(inode)
     }
 
     fn lookup(&self, dir: u32, name: &str, path: &str) -> Result<u32> {
         let mut ino = 0;
+        // SAFETY: `fs` is open; `name` is valid for `namelen` bytes and `ino` is an out-pointer.
         let rc = unsafe {
             ext2fs_lookup(self.fs, dir, name.as_ptr().cast(), name.len() as i32, std::ptr::null_mut(), &mut ino)
         };
-        check("looking up", path, rc)?;
+        self.check("looking up", path, rc)?;
         Ok(ino)
     }
 
@@ -229,7 +263,7 @@ impl Ext2Fs {
             if stat.kind == Kind::Symlink {
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
-                    return Err(Ext2Error::new("resolving", path, 40 /* ELOOP */));
+                    return Err(Ext2Error::errno("resolving", path, libc::ELOOP));
                 }
                 let target = self.symlink_target(ino, &inode, path)?;
                 if target.starts_with('/') {
@@ -244,7 +278,7 @@ impl Ext2Fs {
                 return Ok(Resolved { path: joined(&stack, &comp), dir_ino: parent, name: comp, stat });
             }
             if stat.kind != Kind::Dir {
-                return Err(Ext2Error::new("resolving", path, 20 /* ENOTDIR */));
+                return Err(Ext2Error::errno("resolving", path, libc::ENOTDIR));
             }
             stack.push((parent, comp, ino));
         }
@@ -258,9 +292,19 @@ impl Ext2Fs {
     pub fn try_resolve(&self, path: &str) -> Result<Option<Resolved>> {
         match self.resolve(path) {
             Ok(r) => Ok(Some(r)),
-            Err(e) if e.is_not_found() || e.code == 20 => Ok(None),
+            Err(e) if e.is_not_found() || e.code == Code::Errno(libc::ENOTDIR) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether `path` exists (symlinks followed); read errors are passed on.
+    pub fn exists(&self, path: &str) -> Result<bool> {
+        Ok(self.try_resolve(path)?.is_some())
+    }
+
+    /// Whether `path` exists and is of `kind` (symlinks followed); read errors are passed on.
+    pub fn is_kind(&self, path: &str, kind: Kind) -> Result<bool> {
+        Ok(self.try_resolve(path)?.is_some_and(|r| r.stat.kind == kind))
     }
 
     fn symlink_target(&self, ino: u32, inode: &ext2_inode, path: &str) -> Result<String> {
@@ -276,11 +320,13 @@ impl Ext2Fs {
 
     fn read_ino(&self, ino: u32, size: u64, path: &str) -> Result<Vec<u8>> {
         let mut file: ext2_file_t = std::ptr::null_mut();
-        check("opening", path, unsafe { ext2fs_file_open(self.fs, ino, 0, &mut file) })?;
+        // SAFETY: `fs` is open and `file` is an out-pointer, used only on success.
+        self.check("opening", path, unsafe { ext2fs_file_open(self.fs, ino, 0, &mut file) })?;
         let mut out = Vec::with_capacity(size as usize);
         let mut buf = vec![0u8; 1 << 16];
         let result = loop {
             let mut got = 0u32;
+            // SAFETY: `file` is open and `buf` has room for the `wanted` bytes asked for.
             let rc = unsafe { ext2fs_file_read(file, buf.as_mut_ptr().cast(), buf.len() as u32, &mut got) };
             if rc != 0 {
                 break Err(Ext2Error::new("reading", path, rc));
@@ -290,9 +336,10 @@ impl Ext2Fs {
             }
             out.extend_from_slice(&buf[..got as usize]);
         };
+        // SAFETY: `file` was opened above and is not used after this call.
         let rc = unsafe { ext2fs_file_close(file) };
         result?;
-        check("closing", path, rc)?;
+        self.check("closing", path, rc)?;
         Ok(out)
     }
 
@@ -300,7 +347,7 @@ impl Ext2Fs {
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
         let r = self.resolve(path)?;
         if r.stat.kind != Kind::File {
-            return Err(Ext2Error::new("reading", path, 21 /* EISDIR */));
+            return Err(Ext2Error::errno("reading", path, libc::EISDIR));
         }
         self.read_ino(r.stat.ino, r.stat.size, &r.path)
     }
@@ -317,7 +364,7 @@ impl Ext2Fs {
     pub fn list_dir(&self, path: &str) -> Result<Vec<(String, Kind)>> {
         let r = self.resolve(path)?;
         if r.stat.kind != Kind::Dir {
-            return Err(Ext2Error::new("listing", path, 20 /* ENOTDIR */));
+            return Err(Ext2Error::errno("listing", path, libc::ENOTDIR));
         }
         let mut names: Vec<(String, u32)> = Vec::new();
         unsafe extern "C" fn visit(
@@ -329,18 +376,26 @@ impl Ext2Fs {
             _buf: *mut libc::c_char,
             priv_data: *mut libc::c_void,
         ) -> libc::c_int {
-            // SAFETY: libext2fs passes a valid entry whose name follows the 8-byte header.
-            unsafe {
-                let names = &mut *(priv_data as *mut Vec<(String, u32)>);
-                let len = usize::from((*dirent).name_len & 0xff);
-                let name_ptr = (dirent as *const u8).add(8);
-                let name = std::slice::from_raw_parts(name_ptr, len);
-                if name != b"." && name != b".." && (*dirent).inode != 0 {
-                    names.push((String::from_utf8_lossy(name).into_owned(), (*dirent).inode));
+            let body = || {
+                // SAFETY: libext2fs passes a valid entry whose name follows the 8-byte header,
+                // and `priv_data` is the vector list_dir passed, alive for the whole iteration.
+                unsafe {
+                    let names = &mut *(priv_data as *mut Vec<(String, u32)>);
+                    let len = usize::from((*dirent).name_len & 0xff);
+                    let name_ptr = (dirent as *const u8).add(8);
+                    let name = std::slice::from_raw_parts(name_ptr, len);
+                    if name != b"." && name != b".." && (*dirent).inode != 0 {
+                        names.push((String::from_utf8_lossy(name).into_owned(), (*dirent).inode));
+                    }
                 }
+            };
+            // DIRENT_ABORT (2) stops the iteration instead of unwinding into C.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                Ok(()) => 0,
+                Err(_) => 2,
             }
-            0
         }
+        // SAFETY: `fs` is open; `visit` only touches the vector passed as private data, which outlives the call.
         let rc = unsafe {
             ext2fs_dir_iterate2(
                 self.fs,
@@ -351,7 +406,7 @@ impl Ext2Fs {
                 (&mut names as *mut Vec<(String, u32)>).cast(),
             )
         };
-        check("listing", path, rc)?;
+        self.check("listing", path, rc)?;
         let mut out = Vec::with_capacity(names.len());
         for (name, ino) in names {
             let inode = self.read_inode(ino, path)?;
@@ -367,16 +422,17 @@ impl Ext2Fs {
         assert!(self.writable, "replace_file on a read-only filesystem");
         let r = self.resolve(path)?;
         if r.stat.kind != Kind::File {
-            return Err(Ext2Error::new("rewriting", path, 21 /* EISDIR */));
+            return Err(Ext2Error::errno("rewriting", path, libc::EISDIR));
         }
         let backup = format!("{}{BACKUP_SUFFIX}", r.name);
         if self.lookup(r.dir_ino, &backup, &r.path).is_ok() {
-            return Err(Ext2Error::new("backing up", format!("{}{BACKUP_SUFFIX}", r.path), 17 /* EEXIST */));
+            return Err(Ext2Error::errno("backing up", format!("{}{BACKUP_SUFFIX}", r.path), libc::EEXIST));
         }
         // Rename: the original inode moves to the backup name, untouched.
         self.link(r.dir_ino, &backup, r.stat.ino, &r.path)?;
         let cname = CString::new(r.name.as_str()).expect("no NUL in name");
-        check("unlinking", &r.path, unsafe { ext2fs_unlink(self.fs, r.dir_ino, cname.as_ptr(), r.stat.ino, 0) })?;
+        // SAFETY: `fs` is open and `cname` is NUL-terminated.
+        self.check("unlinking", &r.path, unsafe { ext2fs_unlink(self.fs, r.dir_ino, cname.as_ptr(), r.stat.ino, 0) })?;
         self.create_file(r.dir_ino, &r.name, &r.path, r.stat.ino, content)?;
         Ok(r.path)
     }
@@ -386,7 +442,8 @@ impl Ext2Fs {
         let r = self.resolve(path)?;
         self.link(r.dir_ino, new_name, r.stat.ino, &r.path)?;
         let cname = CString::new(r.name.as_str()).expect("no NUL in name");
-        check("unlinking", &r.path, unsafe { ext2fs_unlink(self.fs, r.dir_ino, cname.as_ptr(), r.stat.ino, 0) })
+        // SAFETY: `fs` is open and `cname` is NUL-terminated.
+        self.check("unlinking", &r.path, unsafe { ext2fs_unlink(self.fs, r.dir_ino, cname.as_ptr(), r.stat.ino, 0) })
     }
 
     /// Creates a new regular file in directory `dir_path`, owned and labelled like `like`.
@@ -402,33 +459,39 @@ impl Ext2Fs {
         let template = self.resolve(like)?;
         let path = format!("{}/{name}", dir.path.trim_end_matches('/'));
         if self.lookup(dir.stat.ino, name, &path).is_ok() {
-            return Err(Ext2Error::new("creating", path, 17 /* EEXIST */));
+            return Err(Ext2Error::errno("creating", path, libc::EEXIST));
         }
         let ino = self.create_file(dir.stat.ino, name, &path, template.stat.ino, content)?;
         let mut inode = self.read_inode(ino, &path)?;
         inode.i_mode = 0o100000 | (mode & 0o7777);
-        check("writing inode of", &path, unsafe { ffi_write_inode(self.fs, ino, &mut inode) })?;
+        // SAFETY: `fs` is open and `inode` is a full-size inode buffer.
+        self.check("writing inode of", &path, unsafe { ext2fs_write_inode(self.fs, ino, &mut inode) })?;
         Ok(path)
     }
 
     fn link(&mut self, dir: u32, name: &str, ino: u32, path: &str) -> Result<()> {
         let cname = CString::new(name).expect("no NUL in name");
+        // SAFETY: `fs` is open and `cname` is NUL-terminated.
         let mut rc = unsafe { ext2fs_link(self.fs, dir, cname.as_ptr(), ino, EXT2_FT_REG_FILE) };
         if rc == EXT2_ET_DIR_NO_SPACE {
-            check("expanding directory of", path, unsafe { ext2fs_expand_dir(self.fs, dir) })?;
+            // SAFETY: `fs` is open and `dir` is a directory inode of it.
+            self.check("expanding directory of", path, unsafe { ext2fs_expand_dir(self.fs, dir) })?;
+            // SAFETY: `fs` is open and `cname` is NUL-terminated.
             rc = unsafe { ext2fs_link(self.fs, dir, cname.as_ptr(), ino, EXT2_FT_REG_FILE) };
         }
-        check("linking", path, rc)
+        self.check("linking", path, rc)
     }
 
     /// New inode named `name` in `dir`, with owner, mode and xattrs copied from `template`.
     fn create_file(&mut self, dir: u32, name: &str, path: &str, template: u32, content: &[u8]) -> Result<u32> {
         let tmpl = self.read_inode(template, path)?;
         let mut ino = 0u32;
-        check("allocating inode for", path, unsafe {
+        // SAFETY: `fs` is open with its bitmaps read; `ino` is an out-pointer.
+        self.check("allocating inode for", path, unsafe {
             ext2fs_new_inode(self.fs, dir, 0o100644, std::ptr::null_mut(), &mut ino)
         })?;
         self.link(dir, name, ino, path)?;
+        // SAFETY: `fs` is open with its bitmaps read and `ino` was just allocated.
         unsafe { ext2fs_inode_alloc_stats2(self.fs, ino, 1, 0) };
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
@@ -446,12 +509,15 @@ impl Ext2Fs {
         };
         if self.extents {
             let mut handle: extent_handle = std::ptr::null_mut();
-            check("initialising extents of", path, unsafe {
+            // SAFETY: `fs` is open, `inode` is a full-size inode buffer and `handle` an out-pointer.
+            self.check("initialising extents of", path, unsafe {
                 ext2fs_extent_open2(self.fs, ino, &mut inode, &mut handle)
             })?;
+            // SAFETY: `handle` was opened above and is not used after this call.
             unsafe { ext2fs_extent_free(handle) };
         }
-        check("writing inode of", path, unsafe { ext2fs_write_new_inode(self.fs, ino, &mut inode) })?;
+        // SAFETY: `fs` is open and `inode` is a full-size inode buffer.
+        self.check("writing inode of", path, unsafe { ext2fs_write_new_inode(self.fs, ino, &mut inode) })?;
         self.write_ino(ino, content, path)?;
         self.copy_xattrs(template, ino, path)?;
         Ok(ino)
@@ -459,29 +525,94 @@ impl Ext2Fs {
 
     fn write_ino(&mut self, ino: u32, content: &[u8], path: &str) -> Result<()> {
         let mut file: ext2_file_t = std::ptr::null_mut();
-        check("opening", path, unsafe { ext2fs_file_open(self.fs, ino, EXT2_FILE_WRITE, &mut file) })?;
+        // SAFETY: `fs` is open and `file` is an out-pointer, used only on success.
+        self.check("opening", path, unsafe { ext2fs_file_open(self.fs, ino, EXT2_FILE_WRITE, &mut file) })?;
         let mut result = Ok(());
         let mut done = 0usize;
         while done < content.len() {
             let chunk = &content[done..content.len().min(done + (1 << 20))];
             let mut written = 0u32;
+            // SAFETY: `file` is open for writing and `chunk` holds the bytes passed.
             let rc = unsafe { ext2fs_file_write(file, chunk.as_ptr().cast(), chunk.len() as u32, &mut written) };
             if rc != 0 {
                 result = Err(Ext2Error::new("writing", path, rc));
                 break;
             }
             if written == 0 {
-                result = Err(Ext2Error::new("writing", path, 28 /* ENOSPC */));
+                result = Err(Ext2Error::errno("writing", path, libc::ENOSPC));
                 break;
             }
             done += written as usize;
         }
         if result.is_ok() {
-            result = check("sizing", path, unsafe { ext2fs_file_set_size2(file, content.len() as u64) });
+            // SAFETY: `file` is open for writing.
+            result = self.check("sizing", path, unsafe { ext2fs_file_set_size2(file, content.len() as u64) });
         }
+        // SAFETY: `file` was opened above and is not used after this call.
         let rc = unsafe { ext2fs_file_close(file) };
         result?;
-        check("closing", path, rc)
+        self.check("closing", path, rc)
+    }
+
+    /// Block size of the open filesystem, in bytes.
+    pub fn block_size(&self) -> u64 {
+        // SAFETY: `fs` is open; `blocksize` is a plain field of its handle.
+        u64::from(unsafe { (*self.fs).blocksize })
+    }
+
+    /// Stores `content` in the reserved boot-loader inode (5), which e2fsck, resize2fs and
+    /// defragmenters leave where it is, and returns its blocks as `(first block, count)` runs
+    /// in file order, read back from the real block map (so an indirect block between data
+    /// blocks is never mistaken for data). Refuses when the inode already holds data.
+    pub fn write_boot_loader(&mut self, content: &[u8]) -> Result<Vec<(u64, u64)>> {
+        const PATH: &str = "<boot-loader inode 5>";
+        let ino = EXT2_BOOT_LOADER_INO;
+        let old = self.read_inode(ino, PATH)?;
+        if old.i_size != 0 || old.i_blocks != 0 {
+            return Err(Ext2Error::errno("storing core.img in", PATH, libc::EEXIST));
+        }
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+        let mut inode = ext2_inode { i_mode: 0o100600, i_atime: now, i_ctime: now, i_mtime: now, ..old };
+        if self.extents {
+            let mut handle: extent_handle = std::ptr::null_mut();
+            // SAFETY: `fs` is open, `inode` is a full-size inode buffer and `handle` an out-pointer.
+            self.check("initialising extents of", PATH, unsafe {
+                ext2fs_extent_open2(self.fs, ino, &mut inode, &mut handle)
+            })?;
+            // SAFETY: `handle` was opened above and is not used after this call.
+            unsafe { ext2fs_extent_free(handle) };
+        }
+        // SAFETY: `fs` is open and `inode` is a full-size inode buffer.
+        self.check("writing inode of", PATH, unsafe { ext2fs_write_inode(self.fs, ino, &mut inode) })?;
+        self.write_ino(ino, content, PATH)?;
+        let bs = self.block_size();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for logical in 0..(content.len() as u64).div_ceil(bs) {
+            let mut phys = 0u64;
+            // SAFETY: `fs` is open; a null inode and buffer make bmap2 read the inode itself, and
+            // `phys` is an out-pointer.
+            self.check("mapping", PATH, unsafe {
+                ext2fs_bmap2(
+                    self.fs,
+                    ino,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    0,
+                    logical,
+                    std::ptr::null_mut(),
+                    &mut phys,
+                )
+            })?;
+            if phys == 0 {
+                return Err(Ext2Error::errno("mapping", PATH, libc::EIO));
+            }
+            match runs.last_mut() {
+                Some((start, n)) if *start + *n == phys => *n += 1,
+                _ => runs.push((phys, 1)),
+            }
+        }
+        Ok(runs)
     }
 
     /// All extended attributes of an inode, raw (as stored, ACLs untranslated).
@@ -493,23 +624,33 @@ impl Ext2Fs {
             len: libc::size_t,
             data: *mut libc::c_void,
         ) -> libc::c_int {
-            // SAFETY: libext2fs passes a NUL-terminated name and `len` bytes of value.
-            unsafe {
-                let attrs = &mut *(data as *mut Vec<(CString, Vec<u8>)>);
-                let key = CStr::from_ptr(name).to_owned();
-                let val = std::slice::from_raw_parts(value as *const u8, len).to_vec();
-                attrs.push((key, val));
+            let body = || {
+                // SAFETY: libext2fs passes a NUL-terminated name and `len` bytes of value, and
+                // `data` is the vector read_xattrs passed, alive for the whole iteration.
+                unsafe {
+                    let attrs = &mut *(data as *mut Vec<(CString, Vec<u8>)>);
+                    let key = CStr::from_ptr(name).to_owned();
+                    let val = std::slice::from_raw_parts(value as *const u8, len).to_vec();
+                    attrs.push((key, val));
+                }
+            };
+            // XATTR_ABORT (1) stops the iteration instead of unwinding into C.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                Ok(()) => 0,
+                Err(_) => 1,
             }
-            0
         }
         let mut h: xattr_handle = std::ptr::null_mut();
-        check("opening xattrs of", path, unsafe { ext2fs_xattrs_open(self.fs, ino, &mut h) })?;
+        // SAFETY: `fs` is open and `h` is an out-pointer, used only on success.
+        self.check("opening xattrs of", path, unsafe { ext2fs_xattrs_open(self.fs, ino, &mut h) })?;
         let mut flags = XATTR_HANDLE_FLAG_RAW;
+        // SAFETY: `h` is an open xattr handle; the flags pointers are valid or null.
         let r = (|| unsafe {
-            check("reading xattrs of", path, ext2fs_xattrs_flags(h, &mut flags, std::ptr::null_mut()))?;
-            check("reading xattrs of", path, ext2fs_xattrs_read(h))?;
-            check("reading xattrs of", path, ext2fs_xattrs_iterate(h, collect, (&mut attrs as *mut Vec<_>).cast()))
+            self.check("reading xattrs of", path, ext2fs_xattrs_flags(h, &mut flags, std::ptr::null_mut()))?;
+            self.check("reading xattrs of", path, ext2fs_xattrs_read(h))?;
+            self.check("reading xattrs of", path, ext2fs_xattrs_iterate(h, collect, (&mut attrs as *mut Vec<_>).cast()))
         })();
+        // SAFETY: `h` was opened above; close frees it and nulls the handle.
         unsafe { ext2fs_xattrs_close(&mut h) };
         r?;
         Ok(attrs)
@@ -523,19 +664,22 @@ impl Ext2Fs {
             return Ok(());
         }
         let mut h: xattr_handle = std::ptr::null_mut();
-        check("opening xattrs of", path, unsafe { ext2fs_xattrs_open(self.fs, to, &mut h) })?;
+        // SAFETY: `fs` is open and `h` is an out-pointer, used only on success.
+        self.check("opening xattrs of", path, unsafe { ext2fs_xattrs_open(self.fs, to, &mut h) })?;
         let mut flags = XATTR_HANDLE_FLAG_RAW;
+        // SAFETY: `h` is an open xattr handle; the flags pointers are valid or null.
         let r = (|| unsafe {
-            check("writing xattrs of", path, ext2fs_xattrs_flags(h, &mut flags, std::ptr::null_mut()))?;
-            check("reading xattrs of", path, ext2fs_xattrs_read(h))?;
+            self.check("writing xattrs of", path, ext2fs_xattrs_flags(h, &mut flags, std::ptr::null_mut()))?;
+            self.check("reading xattrs of", path, ext2fs_xattrs_read(h))?;
             for (k, v) in &attrs {
-                check("writing xattrs of", path, ext2fs_xattr_set(h, k.as_ptr(), v.as_ptr().cast(), v.len()))?;
+                self.check("writing xattrs of", path, ext2fs_xattr_set(h, k.as_ptr(), v.as_ptr().cast(), v.len()))?;
             }
             Ok(())
         })();
+        // SAFETY: `h` was opened above; close frees it and nulls the handle.
         let rc = unsafe { ext2fs_xattrs_close(&mut h) };
         r?;
-        check("writing xattrs of", path, rc)
+        self.check("writing xattrs of", path, rc)
     }
 
     /// Extended attributes of a path (raw form), for reports and tests.
@@ -546,17 +690,11 @@ impl Ext2Fs {
     }
 }
 
-unsafe fn ffi_write_inode(fs: ext2_filsys, ino: u32, inode: *mut ext2_inode) -> errcode_t {
-    unsafe extern "C" {
-        fn ext2fs_write_inode(fs: ext2_filsys, ino: ext2_ino_t, inode: *mut ext2_inode) -> errcode_t;
-    }
-    unsafe { ext2fs_write_inode(fs, ino, inode) }
-}
-
 impl Drop for Ext2Fs {
     fn drop(&mut self) {
         if !self.fs.is_null() {
             // Read-only handles just free; writable ones flush. Errors surface via close().
+            // SAFETY: `fs` is open; close_free frees it and nulls the pointer, so it is never used again.
             unsafe { ext2fs_close_free(&mut self.fs) };
         }
     }
@@ -566,4 +704,91 @@ fn components(path: &str) -> Vec<String> {
     path.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect()
 }
 
-const _: () = assert!(std::mem::size_of::<usize>() == 8, "the struct_ext2_filsys layout used here is LP64");
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::process::Command;
+
+    use super::*;
+    use crate::io::LocalFileSource;
+
+    /// A small ext4 image holding /etc/motd, made by the host's mkfs.ext4.
+    fn image(dir: &std::path::Path) -> std::path::PathBuf {
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/motd"), "hello from the guest\n").unwrap();
+        let img = dir.join("fs.img");
+        let ok = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .arg("8M")
+            .status()
+            .expect("mkfs.ext4 runs");
+        assert!(ok.success());
+        img
+    }
+
+    /// Fails every read at or past `from` with a recognisable error.
+    struct Failing {
+        inner: LocalFileSource,
+        from: u64,
+    }
+    impl BlockSource for Failing {
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+        fn len(&self) -> u64 {
+            self.inner.len()
+        }
+        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            if offset + buf.len() as u64 > self.from {
+                return Err(std::io::Error::other("simulated throttling from the block service"));
+            }
+            self.inner.read_exact_at(offset, buf)
+        }
+        fn data_ranges(&self) -> std::io::Result<Vec<Range<u64>>> {
+            self.inner.data_ranges()
+        }
+    }
+
+    #[test]
+    fn the_sources_own_error_survives_libext2fs() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path());
+        let inner = LocalFileSource::open(&img).unwrap();
+        // The superblock and group descriptors read fine; nothing past 8 KiB does.
+        let err = Ext2Fs::open_source(Arc::new(Failing { inner, from: 8192 }), 0)
+            .and_then(|fs| fs.read_file("/etc/motd"))
+            .expect_err("reads past 8 KiB fail");
+        let io = err.io.as_ref().expect("the I/O error is kept");
+        assert_eq!(io.to_string(), "simulated throttling from the block service");
+        assert_eq!(err.code, Code::Ext2(EXT2_ET_SHORT_READ));
+    }
+
+    #[test]
+    fn edits_through_the_overlay_leave_the_source_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path());
+        let before = std::fs::read(&img).unwrap();
+        let src: Arc<dyn BlockSource> = Arc::new(LocalFileSource::open(&img).unwrap());
+        let overlay = Arc::new(Overlay::new(Arc::clone(&src), 0, src.len()));
+        let mut fs = Ext2Fs::open_overlay(Arc::clone(&overlay)).unwrap();
+        fs.replace_file("/etc/motd", b"hello from HVM\n").unwrap();
+        fs.close().unwrap();
+        assert_eq!(std::fs::read(&img).unwrap(), before, "the source is never written");
+        assert!(overlay.changed_bytes() > 0);
+        let edited = Ext2Fs::open_source(overlay.clone(), 0).unwrap();
+        assert_eq!(edited.read_file("/etc/motd").unwrap(), b"hello from HVM\n");
+        assert_eq!(edited.read_file(&format!("/etc/motd{BACKUP_SUFFIX}")).unwrap(), b"hello from the guest\n");
+        // The source with the changed runs applied is a clean filesystem.
+        let out = dir.path().join("edited.img");
+        std::fs::copy(&img, &out).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+        for (at, bytes) in overlay.changed_runs() {
+            std::os::unix::fs::FileExt::write_all_at(&f, &bytes, at).unwrap();
+        }
+        let fsck = Command::new("e2fsck").arg("-fn").arg(&out).output().unwrap();
+        assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    }
+}

@@ -1,11 +1,11 @@
 //! Which OS a guest runs, from its release files, and how it boots userspace: init system
 //! and SELinux mode. Read only; nothing from the guest is executed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ext2fs::{Ext2Error, Ext2Fs};
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OsInfo {
     /// Short id: debian, ubuntu, amzn, rhel, centos, fedora, sles, … or "unknown".
     pub distro: String,

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
-
 use crate::disk::layout::SECTOR;
+use crate::guest::bootcfg::ConfigDialect;
+use crate::host::find_on_path;
 
 /// Where Debian's grub-pc-bin puts the i386-pc images and modules.
 pub const DEFAULT_GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
@@ -45,16 +45,7 @@ pub const MODULES: &[&str] = &[
 const KERNEL_SECTOR: usize = 0x5C;
 const DRIVE_CHECK: usize = 0x66;
 const CORE_BLOCKLIST_START: usize = 0x1F4;
-
-/// Which dialect the guest's config is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConfigDialect {
-    /// GRUB legacy menu.lst / grub.conf, read through `legacy_configfile`.
-    Legacy,
-    /// GRUB 2 grub.cfg, read through `configfile`.
-    Grub2,
-}
+const BLOCKLIST_ENTRY: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrubError {
@@ -68,6 +59,8 @@ pub enum GrubError {
     BadBootImg { path: PathBuf, len: usize },
     #[error("{context}: {err}")]
     Io { context: String, err: std::io::Error },
+    #[error("core.img's blocklist: {0}")]
+    Blocklist(String),
 }
 
 /// The host's GRUB i386-pc installation.
@@ -167,24 +160,73 @@ pub fn patch_boot_img(boot_img: &[u8; 512], core_lba: u64) -> [u8; 512] {
 }
 
 /// Points core.img's first-sector blocklist at the rest of core.img when core.img starts at
-/// `core_lba` (grub-mkimage pre-fills it for LBA 1).
-pub fn place_core_img(core: &mut [u8], core_lba: u64) {
-    if core.len() >= CORE_BLOCKLIST_START + 8 {
-        core[CORE_BLOCKLIST_START..CORE_BLOCKLIST_START + 8].copy_from_slice(&(core_lba + 1).to_le_bytes());
+/// `core_lba` and is contiguous (grub-mkimage pre-fills it for LBA 1).
+pub fn place_core_img(core: &mut [u8], core_lba: u64) -> Result<(), GrubError> {
+    set_blocklist(core, &[(core_lba, core_sectors(core))])
+}
+
+/// How many blocklist entries fit in core.img's first sector: the space between the end of
+/// diskboot's code and the first entry, less one slot for the terminating empty entry.
+pub fn blocklist_capacity(core: &[u8]) -> usize {
+    let first = &core[..CORE_BLOCKLIST_START.min(core.len())];
+    let code_end = first.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    (CORE_BLOCKLIST_START.saturating_sub(code_end)) / BLOCKLIST_ENTRY
+}
+
+/// Writes diskboot's blocklist for core.img stored in `runs` of `(first LBA, sectors)`, in
+/// core.img's order. boot.img loads the first sector (`runs[0].0`); the list covers the rest:
+/// entries of `{u64 start, u16 sectors, u16 segment}` from 0x1F4 downwards, each segment
+/// 0x820 plus 0x20 per sector loaded before it, ended by an entry of length 0 (GRUB's
+/// `grub-core/boot/i386/pc/diskboot.S`).
+pub fn set_blocklist(core: &mut [u8], runs: &[(u64, u64)]) -> Result<(), GrubError> {
+    let total: u64 = runs.iter().map(|r| r.1).sum();
+    if total < core_sectors(core) || core.len() < 512 {
+        return Err(GrubError::Blocklist(format!(
+            "the runs hold {total} sectors, core.img needs {}",
+            core_sectors(core)
+        )));
     }
+    // Everything after core.img's first sector, as runs.
+    let mut rest: Vec<(u64, u64)> = Vec::new();
+    let mut skip = 1u64;
+    let mut left = core_sectors(core) - 1;
+    for &(lba, n) in runs {
+        let skipped = skip.min(n);
+        skip -= skipped;
+        let (lba, n) = (lba + skipped, (n - skipped).min(left));
+        if n > 0 {
+            rest.push((lba, n));
+            left -= n;
+        }
+    }
+    let capacity = blocklist_capacity(core);
+    if rest.len() > capacity {
+        return Err(GrubError::Blocklist(format!(
+            "core.img lies in {} separate runs, but diskboot's blocklist holds {capacity}",
+            rest.len()
+        )));
+    }
+    let mut loaded = 0u64;
+    for i in 0..=capacity {
+        let at = CORE_BLOCKLIST_START - i * BLOCKLIST_ENTRY;
+        core[at..at + BLOCKLIST_ENTRY].fill(0);
+    }
+    for (i, &(lba, n)) in rest.iter().enumerate() {
+        let at = CORE_BLOCKLIST_START - i * BLOCKLIST_ENTRY;
+        let segment = u16::try_from(0x820 + 0x20 * loaded)
+            .map_err(|_| GrubError::Blocklist(format!("core.img is too large to load ({loaded} sectors)")))?;
+        let len = u16::try_from(n).map_err(|_| GrubError::Blocklist(format!("a run of {n} sectors is too long")))?;
+        core[at..at + 8].copy_from_slice(&lba.to_le_bytes());
+        core[at + 8..at + 10].copy_from_slice(&len.to_le_bytes());
+        core[at + 10..at + 12].copy_from_slice(&segment.to_le_bytes());
+        loaded += n;
+    }
+    Ok(())
 }
 
 /// Sectors core.img occupies.
 pub fn core_sectors(core: &[u8]) -> u64 {
     (core.len() as u64).div_ceil(SECTOR)
-}
-
-pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 #[cfg(test)]
@@ -204,14 +246,58 @@ mod tests {
         assert_eq!(changed, vec![0x5D, 0x66, 0x67]);
     }
 
+    /// A core.img whose first sector has diskboot-like code up to 0x148, as on Debian 12.
+    fn core(sectors: usize) -> Vec<u8> {
+        let mut core = vec![0u8; sectors * 512];
+        core[..0x148].fill(0xCC);
+        core
+    }
+
+    fn entry(core: &[u8], i: usize) -> (u64, u16, u16) {
+        let at = 0x1F4 - 12 * i;
+        (
+            u64::from_le_bytes(core[at..at + 8].try_into().unwrap()),
+            u16::from_le_bytes(core[at + 8..at + 10].try_into().unwrap()),
+            u16::from_le_bytes(core[at + 10..at + 12].try_into().unwrap()),
+        )
+    }
+
     #[test]
     fn blocklist_follows_core_placement() {
-        let mut core = vec![0u8; 1024];
-        core[0x1F4] = 2;
-        place_core_img(&mut core, 1);
-        assert_eq!(u64::from_le_bytes(core[0x1F4..0x1FC].try_into().unwrap()), 2);
-        place_core_img(&mut core, 2048);
-        assert_eq!(u64::from_le_bytes(core[0x1F4..0x1FC].try_into().unwrap()), 2049);
+        let mut c = core(4);
+        place_core_img(&mut c, 1).unwrap();
+        assert_eq!(entry(&c, 0), (2, 3, 0x820));
+        place_core_img(&mut c, 2048).unwrap();
+        assert_eq!(entry(&c, 0), (2049, 3, 0x820));
+        assert_eq!(entry(&c, 1).1, 0, "the list ends");
+    }
+
+    #[test]
+    fn blocklist_of_scattered_runs() {
+        let mut c = core(20);
+        // 8 sectors at 1000 (the first is diskboot itself), 4 at 5000, 8 at 9000.
+        set_blocklist(&mut c, &[(1000, 8), (5000, 4), (9000, 8)]).unwrap();
+        assert_eq!(entry(&c, 0), (1001, 7, 0x820));
+        assert_eq!(entry(&c, 1), (5000, 4, 0x820 + 7 * 0x20));
+        assert_eq!(entry(&c, 2), (9000, 8, 0x820 + 11 * 0x20));
+        assert_eq!(entry(&c, 3), (0, 0, 0));
+        assert!(c[..0x148].iter().all(|&b| b == 0xCC), "diskboot's code is untouched");
+        // A run that only holds the first sector adds no entry.
+        let mut c = core(3);
+        set_blocklist(&mut c, &[(7, 1), (20, 2)]).unwrap();
+        assert_eq!(entry(&c, 0), (20, 2, 0x820));
+        assert_eq!(entry(&c, 1).1, 0);
+    }
+
+    #[test]
+    fn blocklist_capacity_and_refusals() {
+        let c = core(40);
+        assert_eq!(blocklist_capacity(&c), 14);
+        let runs: Vec<(u64, u64)> = (0..20).map(|i| (i * 100, 2)).collect();
+        let mut c2 = c.clone();
+        assert!(matches!(set_blocklist(&mut c2, &runs), Err(GrubError::Blocklist(_))));
+        let mut c3 = c.clone();
+        assert!(matches!(set_blocklist(&mut c3, &[(5, 10)]), Err(GrubError::Blocklist(_))), "too few sectors");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::grub::{DEFAULT_GRUB_DIR, find_on_path};
+use super::find_on_path;
+use crate::boot::grub::DEFAULT_GRUB_DIR;
 
 #[derive(Debug, Serialize)]
 pub struct Check {
@@ -36,7 +37,12 @@ pub fn run(grub_dir: Option<&Path>) -> Vec<Check> {
             required: true,
         },
         Check { what: "grub-mkimage", found: tool("grub-mkimage"), package: "grub-common", required: true },
-        Check { what: "libext2fs", found: Some(libext2fs_version()), package: "libext2fs2", required: true },
+        Check {
+            what: "libext2fs",
+            found: Some(format!("{} (linked)", crate::ext2fs::library_version())),
+            package: "libext2fs2",
+            required: true,
+        },
         Check { what: "e2fsck", found: tool("e2fsck"), package: "e2fsprogs", required: true },
         Check {
             what: "qemu-system-x86_64 (--boot-check)",
@@ -52,21 +58,4 @@ pub fn run(grub_dir: Option<&Path>) -> Vec<Check> {
             required: false,
         },
     ]
-}
-
-fn libext2fs_version() -> String {
-    unsafe extern "C" {
-        fn ext2fs_get_library_version(ver: *mut *const libc::c_char, date: *mut *const libc::c_char) -> libc::c_int;
-    }
-    let mut ver: *const libc::c_char = std::ptr::null();
-    let mut date: *const libc::c_char = std::ptr::null();
-    // SAFETY: the library returns pointers to static strings.
-    unsafe {
-        ext2fs_get_library_version(&mut ver, &mut date);
-        if ver.is_null() {
-            "linked".into()
-        } else {
-            format!("{} (linked)", std::ffi::CStr::from_ptr(ver).to_string_lossy())
-        }
-    }
 }

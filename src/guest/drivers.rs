@@ -8,24 +8,15 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Read;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::initramfs::{Compression, Initramfs, InitramfsError, kmod_index};
+use super::inspect::Kernel;
 use crate::ext2fs::{BACKUP_SUFFIX, Ext2Error, Ext2Fs, Kind};
-use crate::initramfs::{Compression, Initramfs, InitramfsError, kmod_index};
-use crate::inspect::Kernel;
-
-/// The instance families to prepare for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Target {
-    /// Both Xen HVM and Nitro.
-    Auto,
-    Nitro,
-    Xen,
-}
+use crate::spec::Target;
 
 /// The tool that built the initramfs, which decides how modules get loaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Generator {
     InitramfsTools,
@@ -34,7 +25,18 @@ pub enum Generator {
     Mkinitrd,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+impl Generator {
+    /// The generator's name as playbooks and plans spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Generator::InitramfsTools => "initramfs-tools",
+            Generator::Dracut => "dracut",
+            Generator::Mkinitrd => "mkinitrd",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DriverState {
     BuiltIn,
@@ -44,17 +46,73 @@ pub enum DriverState {
     Missing,
 }
 
-/// (module name, purpose, required for) of every driver pv2hvm looks after.
-const DRIVERS: &[(&str, &str, Option<&str>)] = &[
-    ("xen-platform-pci", "xen", None),
-    ("xen-blkfront", "xen", Some("xen")),
-    ("xen-netfront", "xen", Some("xen")),
-    ("nvme", "nitro", Some("nitro")),
-    ("ena", "nitro", Some("nitro")),
-    ("ata_piix", "emulated", None),
-    ("ata_generic", "emulated", None),
-    ("sd_mod", "emulated", None),
-    ("ixgbevf", "sriov", None),
+/// What a driver is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// PV-on-HVM: Xen HVM instance types.
+    Xen,
+    /// NVMe storage and ENA networking: Nitro instance types.
+    Nitro,
+    /// The emulated IDE disk, a fallback on Xen HVM.
+    Emulated,
+    /// SR-IOV networking (ixgbevf).
+    Sriov,
+}
+
+impl Purpose {
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Xen => "xen",
+            Purpose::Nitro => "nitro",
+            Purpose::Emulated => "emulated",
+            Purpose::Sriov => "sriov",
+        }
+    }
+}
+
+/// The instance families a converted image can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    XenHvm,
+    Nitro,
+}
+
+impl Family {
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::XenHvm => "Xen HVM",
+            Family::Nitro => "Nitro",
+        }
+    }
+    /// The families a target asks for.
+    pub fn of(target: Target) -> &'static [Family] {
+        match target {
+            Target::Auto => &[Family::Nitro, Family::XenHvm],
+            Target::Nitro => &[Family::Nitro],
+            Target::Xen => &[Family::XenHvm],
+        }
+    }
+    /// The `--target` value that picks only this family.
+    fn flag(self) -> &'static str {
+        match self {
+            Family::XenHvm => "xen",
+            Family::Nitro => "nitro",
+        }
+    }
+}
+
+/// (module name, purpose, the family that requires it) of every driver pv2hvm looks after.
+const DRIVERS: &[(&str, Purpose, Option<Family>)] = &[
+    ("xen-platform-pci", Purpose::Xen, None),
+    ("xen-blkfront", Purpose::Xen, Some(Family::XenHvm)),
+    ("xen-netfront", Purpose::Xen, Some(Family::XenHvm)),
+    ("nvme", Purpose::Nitro, Some(Family::Nitro)),
+    ("ena", Purpose::Nitro, Some(Family::Nitro)),
+    ("ata_piix", Purpose::Emulated, None),
+    ("ata_generic", Purpose::Emulated, None),
+    ("sd_mod", Purpose::Emulated, None),
+    ("ixgbevf", Purpose::Sriov, None),
 ];
 
 impl DriverState {
@@ -69,15 +127,15 @@ impl DriverState {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DriverRow {
     pub name: String,
-    pub purpose: &'static str,
+    pub purpose: Purpose,
     pub state: DriverState,
 }
 
 /// What injection does to one kernel's initramfs.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InitramfsPlan {
     pub kernel: String,
     pub path: String,
@@ -93,7 +151,7 @@ pub struct InitramfsPlan {
     pub load: Vec<String>,
     pub nitro_possible: bool,
     pub xen_hvm_possible: bool,
-    /// Where the initramfs keeps modules.
+    /// Where the initramfs keeps modules (worked out again by every plan, not saved).
     #[serde(skip)]
     moddir: String,
     #[serde(skip)]
@@ -101,6 +159,16 @@ pub struct InitramfsPlan {
     /// The guest's initramfs generator config that keeps the drivers in future rebuilds.
     #[serde(skip)]
     pub persist: Option<PersistEdit>,
+}
+
+/// Plans compare by what a review sees: the saved form, without what is worked out again.
+impl PartialEq for InitramfsPlan {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.kernel, &self.path, &self.sha256, &self.backup, self.generator, self.compression)
+            == (&o.kernel, &o.path, &o.sha256, &o.backup, o.generator, o.compression)
+            && (&self.drivers, &self.add, &self.load, self.nitro_possible, self.xen_hvm_possible)
+                == (&o.drivers, &o.add, &o.load, o.nitro_possible, o.xen_hvm_possible)
+    }
 }
 
 /// A change to the guest's initramfs generator config.
@@ -291,17 +359,17 @@ impl Survey {
         self.drivers.iter().any(|d| d.name == driver && d.state != DriverState::Missing)
     }
 
-    /// Why a target is not possible, one line per missing piece, with the fix.
-    pub fn missing_for(&self, target: &str) -> Vec<String> {
+    /// Why a family is not possible, one line per missing piece, with the fix.
+    pub fn missing_for(&self, family: Family) -> Vec<String> {
         let mut out = Vec::new();
-        let label = if target == "nitro" { "Nitro" } else { "Xen HVM" };
-        if target == "xen" && !self.pvhvm {
+        let label = family.label();
+        if family == Family::XenHvm && !self.pvhvm {
             out.push(format!(
                 "kernel is not built with PVHVM (CONFIG_XEN_PVHVM): {label} is not possible without a newer kernel"
             ));
         }
         for (n, _, req) in DRIVERS {
-            if *req == Some(target) && !self.has(n) {
+            if *req == Some(family) && !self.has(n) {
                 out.push(format!("kernel has no {n} driver: {label} is not possible without a newer kernel"));
             }
         }
@@ -314,7 +382,7 @@ pub fn survey(fs: &Ext2Fs, kernel: &Kernel) -> Result<Survey, DriverError> {
     let path = kernel.initramfs.clone().ok_or_else(|| DriverError::NoInitramfs { kernel: kernel.version.clone() })?;
     let guest = GuestModules::load(fs, kernel)?;
     let bytes = fs.read_file(&path)?;
-    let sha256 = crate::plan::sha256_hex(&bytes);
+    let sha256 = crate::util::sha256_hex(&bytes);
     let ird = Initramfs::parse(&bytes).map_err(|err| DriverError::Initramfs { path: path.clone(), err })?;
     let generator = detect_generator(&ird, &path)?;
     let moddir = initramfs_moddir(&ird, generator, &kernel.version);
@@ -324,7 +392,7 @@ pub fn survey(fs: &Ext2Fs, kernel: &Kernel) -> Result<Survey, DriverError> {
         .map(|e| kmod_index::module_name(e.path()))
         .collect();
     let mut drivers = Vec::new();
-    for (name, purpose, _) in DRIVERS {
+    for &(name, purpose, _) in DRIVERS {
         let key = name.replace('-', "_");
         let state = if guest.builtin.contains(&key) {
             DriverState::BuiltIn
@@ -368,7 +436,7 @@ pub fn analyze(
     fs: &Ext2Fs,
     kernel: &Kernel,
     target: Target,
-    rules: &crate::playbook::InitramfsRules,
+    rules: &super::playbook::InitramfsRules,
 ) -> Result<InitramfsPlan, DriverError> {
     let Survey {
         path,
@@ -384,30 +452,34 @@ pub fn analyze(
         ..
     } = survey(fs, kernel)?;
     let has = |n: &str| drivers.iter().any(|d| d.name == n && d.state != DriverState::Missing);
-    let wanted_targets: &[&str] = match target {
-        Target::Auto => &["nitro", "xen"],
-        Target::Nitro => &["nitro"],
-        Target::Xen => &["xen"],
+    let possible = |f: Family| match f {
+        Family::Nitro => nitro_possible,
+        Family::XenHvm => xen_hvm_possible,
     };
-    for t in wanted_targets {
-        let (possible, label, other, other_ok, flag) = match *t {
-            "nitro" => (nitro_possible, "Nitro", "Xen HVM", xen_hvm_possible, "xen"),
-            _ => (xen_hvm_possible, "Xen HVM", "Nitro", nitro_possible, "nitro"),
-        };
-        if !possible {
+    for &family in Family::of(target) {
+        if !possible(family) {
             let driver = DRIVERS
                 .iter()
-                .find(|(n, _, req)| *req == Some(*t) && !has(n))
+                .find(|(n, _, req)| *req == Some(family) && !has(n))
                 .map_or_else(|| "PVHVM (CONFIG_XEN_PVHVM)".to_string(), |(n, _, _)| n.to_string());
-            let remains =
-                if other_ok { format!("; {other} remains possible: pass --target {flag}") } else { String::new() };
-            return Err(DriverError::Missing { kernel: kernel.version.clone(), driver, target: label, remains });
+            let other = if family == Family::Nitro { Family::XenHvm } else { Family::Nitro };
+            let remains = if possible(other) {
+                format!("; {} remains possible: pass --target {}", other.label(), other.flag())
+            } else {
+                String::new()
+            };
+            return Err(DriverError::Missing {
+                kernel: kernel.version.clone(),
+                driver,
+                target: family.label(),
+                remains,
+            });
         }
     }
-    let purposes: Vec<&str> = match target {
-        Target::Auto => vec!["xen", "nitro", "emulated"],
-        Target::Nitro => vec!["nitro", "emulated"],
-        Target::Xen => vec!["xen", "emulated"],
+    let purposes: &[Purpose] = match target {
+        Target::Auto => &[Purpose::Xen, Purpose::Nitro, Purpose::Emulated],
+        Target::Nitro => &[Purpose::Nitro, Purpose::Emulated],
+        Target::Xen => &[Purpose::Xen, Purpose::Emulated],
     };
     let mut add_names = Vec::new();
     let mut seen = HashSet::new();
@@ -423,7 +495,7 @@ pub fn analyze(
     let add: Vec<String> =
         add_names.iter().filter(|n| !present.contains(*n)).filter_map(|n| guest.paths.get(n).cloned()).collect();
     // The playbook's generator config wins when it describes the generator found.
-    let preferred = rules.config.as_deref().filter(|_| rules.generator.as_deref() == Some(generator_name(generator)));
+    let preferred = rules.config.as_deref().filter(|_| rules.generator.as_deref() == Some(generator.name()));
     let persist = persist_edit(fs, generator, &load, preferred)?;
     Ok(InitramfsPlan {
         kernel: kernel.version.clone(),
@@ -460,26 +532,27 @@ fn persist_edit(
     if names.is_empty() {
         return Ok(None);
     }
-    let (path, old) = match generator {
-        _ if preferred.is_some_and(|p| {
-            let dir = p.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-            matches!(fs.try_resolve(dir), Ok(Some(r)) if r.stat.kind == Kind::Dir)
-        }) =>
+    let preferred = match preferred {
+        Some(p)
+            if fs
+                .is_kind(p.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d }), Kind::Dir)? =>
         {
-            let p = preferred.expect("checked").to_string();
-            let old = text(fs, &p)?;
-            (p, old)
+            Some(p)
         }
-        Generator::InitramfsTools => {
+        _ => None,
+    };
+    let (path, old) = match (preferred, generator) {
+        (Some(p), _) => (p.to_string(), text(fs, p)?),
+        (None, Generator::InitramfsTools) => {
             let p = "/etc/initramfs-tools/modules";
             (p.to_string(), text(fs, p)?)
         }
-        Generator::Dracut => {
-            let dir_ok = matches!(fs.try_resolve("/etc/dracut.conf.d")?, Some(r) if r.stat.kind == Kind::Dir);
+        (None, Generator::Dracut) => {
+            let dir_ok = fs.is_kind("/etc/dracut.conf.d", Kind::Dir)?;
             let p = if dir_ok { "/etc/dracut.conf.d/pv2hvm.conf" } else { "/etc/dracut.conf" };
             (p.to_string(), text(fs, p)?)
         }
-        Generator::Mkinitrd => {
+        (None, Generator::Mkinitrd) => {
             let p = "/etc/modprobe.conf";
             (p.to_string(), text(fs, p)?)
         }
@@ -520,21 +593,12 @@ fn persist_edit(
     }
     let mut like = "/etc/fstab".to_string();
     for candidate in [path.as_str(), "/etc/dracut.conf", "/etc/initramfs-tools/initramfs.conf"] {
-        if matches!(fs.try_resolve(candidate)?, Some(r) if r.stat.kind == Kind::File) {
+        if fs.is_kind(candidate, Kind::File)? {
             like = candidate.to_string();
             break;
         }
     }
     Ok(Some(PersistEdit { path, old, new, like }))
-}
-
-/// The generator's name as playbooks spell it.
-pub fn generator_name(g: Generator) -> &'static str {
-    match g {
-        Generator::InitramfsTools => "initramfs-tools",
-        Generator::Dracut => "dracut",
-        Generator::Mkinitrd => "mkinitrd",
-    }
 }
 
 /// Builds the new initramfs bytes for a plan, reading modules from the guest.
@@ -617,7 +681,7 @@ fn push_line(text: &mut String, line: &str) {
 }
 
 /// Makes the initramfs load the plan's modules at boot, the way its generator does.
-fn add_load_list(seg: &mut crate::initramfs::Segment, plan: &InitramfsPlan) {
+fn add_load_list(seg: &mut super::initramfs::Segment, plan: &InitramfsPlan) {
     match plan.generator {
         Generator::InitramfsTools => {
             let mut text =

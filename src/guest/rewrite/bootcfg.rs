@@ -1,7 +1,8 @@
 //! Rewrites a bootloader config (GRUB legacy menu.lst/grub.conf or GRUB 2 grub.cfg) for HVM:
-//! `(hd0)` becomes `(hd0,0)`, since the root filesystem always ends up in partition 1, device-name `root=`
-//! becomes `root=UUID=`, and the Xen console becomes tty0 plus ttyS0. Ubuntu's
-//! update-grub-legacy-ec2 magic comments (`# groot=`, `# kopt=`, `# defoptions=`) get the same.
+//! `(hd0)` becomes `(hd0,0)` when the root filesystem moves into partition 1 (a whole-disk
+//! filesystem keeps `(hd0)`), device-name `root=` becomes `root=UUID=`, and the Xen console
+//! becomes tty0 plus ttyS0. Ubuntu's update-grub-legacy-ec2 magic comments (`# groot=`,
+//! `# kopt=`, `# defoptions=`) get the same.
 
 use super::{Rewrite, is_device_name};
 
@@ -10,6 +11,8 @@ pub struct BootFacts<'a> {
     pub fs_uuid: &'a str,
     /// Arguments to add to every kernel line (and `# kopt=`) that lacks them (playbooks).
     pub extra_args: &'a [String],
+    /// The filesystem stays the whole disk (in place): `(hd0)` still names it.
+    pub whole_disk: bool,
 }
 
 pub const HVM_CONSOLE: [&str; 2] = ["console=tty0", "console=ttyS0,115200n8"];
@@ -26,7 +29,7 @@ pub fn rewrite(text: &str, facts: &BootFacts) -> Rewrite {
             None => (line, ""),
         };
         let mut new = body.to_string();
-        if new.contains("(hd0)") {
+        if !facts.whole_disk && new.contains("(hd0)") {
             new = new.replace("(hd0)", "(hd0,0)");
             out.notes.push(format!("line {}: (hd0) -> (hd0,0)", n + 1));
         }
@@ -121,13 +124,13 @@ mod tests {
 
     const UUID: &str = "0d9e7b8c-1111-2222-3333-444455556666";
     fn facts() -> BootFacts<'static> {
-        BootFacts { fs_uuid: UUID, extra_args: &[] }
+        BootFacts { fs_uuid: UUID, extra_args: &[], whole_disk: false }
     }
 
     #[test]
     fn playbook_arguments_are_added_once() {
         let extra = vec!["nvme_core.io_timeout=4294967295".to_string()];
-        let f = BootFacts { fs_uuid: UUID, extra_args: &extra };
+        let f = BootFacts { fs_uuid: UUID, extra_args: &extra, whole_disk: false };
         let old = "# kopt=root=LABEL=x ro\ntitle a\nkernel /vmlinuz root=LABEL=x ro\n";
         let r = rewrite(old, &f);
         assert_eq!(
@@ -161,6 +164,18 @@ mod tests {
                 "title a\n\troot (hd0,0)\n\tkernel (hd0,0)/boot/vmlinuz-a root=UUID={UUID} ro console=tty0 console=ttyS0,115200n8\n\tinitrd (hd0,0)/boot/initrd-a\ntitle b\n\tkernel /boot/vmlinuz-b root=UUID={UUID} ro\n"
             )
         );
+    }
+
+    #[test]
+    fn a_whole_disk_filesystem_keeps_hd0() {
+        let old = "root (hd0)\nkernel (hd0)/boot/vmlinuz root=/dev/xvda1 console=hvc0\n";
+        let f = BootFacts { fs_uuid: UUID, extra_args: &[], whole_disk: true };
+        let r = rewrite(old, &f);
+        assert_eq!(
+            r.text,
+            format!("root (hd0)\nkernel (hd0)/boot/vmlinuz root=UUID={UUID} console=tty0 console=ttyS0,115200n8\n")
+        );
+        assert!(r.notes.iter().all(|n| !n.contains("(hd0,0)")), "{:?}", r.notes);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! e2fsck on the converted copy: journal replay before editing, a read-only check after.
-//! The filesystem is addressed inside the disk image as `image?offset=N`.
+//! e2fsck, the one host tool that needs a local file: journal replay on a filesystem-only
+//! scratch copy before editing, and a forced read-only check of the staged disk after. The
+//! filesystem is addressed inside a disk image as `image?offset=N`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,10 +13,12 @@ pub enum FsckError {
     Spawn(std::io::Error),
     #[error("e2fsck {args} on {target} exited with {code}: {output}")]
     Failed { args: String, target: String, code: i32, output: String },
+    #[error("{target} is not staged in a local file, which e2fsck needs")]
+    NoFile { target: String },
 }
 
 fn e2fsck() -> Result<PathBuf, FsckError> {
-    crate::grub::find_on_path("e2fsck").ok_or(FsckError::Missing)
+    super::find_on_path("e2fsck").ok_or(FsckError::Missing)
 }
 
 fn run(image: &Path, offset: u64, args: &[&str], ok: &[i32]) -> Result<String, FsckError> {

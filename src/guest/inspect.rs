@@ -4,20 +4,12 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::blockdev::BlockSource;
+use super::bootcfg::{self, BOOT_CONFIGS, ConfigDialect};
 use crate::disk::detect::{self, DetectError, SourceLayout};
 use crate::ext2fs::{Ext2Error, Ext2Fs, Kind};
-use crate::grub::ConfigDialect;
-
-/// Bootloader configs PV-GRUB and GRUB 2 read, in the order they are preferred.
-pub const BOOT_CONFIGS: &[(&str, ConfigDialect)] = &[
-    ("/boot/grub/menu.lst", ConfigDialect::Legacy),
-    ("/boot/grub/grub.conf", ConfigDialect::Legacy),
-    ("/boot/grub/grub.cfg", ConfigDialect::Grub2),
-    ("/boot/grub2/grub.cfg", ConfigDialect::Grub2),
-];
+use crate::io::BlockSource;
 
 /// Kernel config symbols of Xen-only (PV-only) kernels, which cannot boot as an HVM guest.
 const XEN_ONLY_SYMBOLS: &[&str] = &["CONFIG_X86_XEN", "CONFIG_X86_64_XEN"];
@@ -26,8 +18,12 @@ const XEN_ONLY_SYMBOLS: &[&str] = &["CONFIG_X86_XEN", "CONFIG_X86_64_XEN"];
 pub enum InspectError {
     #[error(transparent)]
     Detect(#[from] DetectError),
-    #[error("{image}: cannot read the filesystem: {err}")]
-    Filesystem { image: String, err: Ext2Error },
+    #[error("{image}: cannot read the filesystem")]
+    Filesystem {
+        image: String,
+        #[source]
+        err: Ext2Error,
+    },
     #[error("{image}: no kernel found in /boot (looked for vmlinuz-*, vmlinux-*)")]
     NoKernel { image: String },
     #[error("{image}: no bootloader config found (looked for {})", BOOT_CONFIGS.iter().map(|c| c.0).collect::<Vec<_>>().join(", "))]
@@ -39,7 +35,7 @@ pub enum InspectError {
 }
 
 /// One kernel found in /boot.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kernel {
     pub version: String,
     pub image: String,
@@ -75,7 +71,7 @@ pub struct GuestFile {
 #[derive(Clone, Debug)]
 pub struct Guest {
     pub source: String,
-    pub os: crate::guestos::OsInfo,
+    pub os: super::os::OsInfo,
     pub layout: SourceLayout,
     pub boot: BootConfig,
     pub kernels: Vec<Kernel>,
@@ -134,7 +130,10 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
             && r.stat.kind == Kind::File
         {
             let text = String::from_utf8_lossy(&fs.read_file(&r.path).map_err(fserr)?).into_owned();
-            let (default_kernel, default_root) = default_entry(&text, *dialect);
+            let entries = bootcfg::parse(&text, *dialect);
+            let default = entries.default_entry();
+            let default_kernel = default.and_then(|e| e.kernel_path()).map(str::to_string);
+            let default_root = default.and_then(|e| e.root.clone());
             boot = Some(BootConfig {
                 path: p.to_string(),
                 real_path: r.path,
@@ -168,13 +167,11 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
             .map_err(fserr)?
             .map(|b| GuestFile { path: p.to_string(), text: String::from_utf8_lossy(&b).into_owned() }))
     };
-    let persistent_net_rules = ["/etc/udev/rules.d/70-persistent-net.rules"]
-        .iter()
-        .find(|p| matches!(fs.try_resolve(p), Ok(Some(r)) if r.stat.kind == Kind::File))
-        .map(|p| p.to_string());
+    let rules = "/etc/udev/rules.d/70-persistent-net.rules";
+    let persistent_net_rules = fs.is_kind(rules, Kind::File).map_err(fserr)?.then(|| rules.to_string());
     Ok(Guest {
         source: source.to_string(),
-        os: crate::guestos::detect(fs).map_err(fserr)?,
+        os: super::os::detect(fs).map_err(fserr)?,
         layout,
         boot,
         default_kernel,
@@ -208,9 +205,13 @@ fn find_kernels(fs: &Ext2Fs) -> Result<Vec<Kernel>, Ext2Error> {
         .find(|c| names.contains(&c.as_str()))
         .map(|c| format!("/boot/{c}"));
         let config = names.contains(&format!("config-{version}").as_str()).then(|| format!("/boot/config-{version}"));
-        let modules_dir = [format!("/lib/modules/{version}"), format!("/usr/lib/modules/{version}")]
-            .into_iter()
-            .find(|d| matches!(fs.try_resolve(d), Ok(Some(r)) if r.stat.kind == Kind::Dir));
+        let mut modules_dir = None;
+        for d in [format!("/lib/modules/{version}"), format!("/usr/lib/modules/{version}")] {
+            if fs.is_kind(&d, Kind::Dir)? {
+                modules_dir = Some(d);
+                break;
+            }
+        }
         out.push(Kernel {
             version: version.to_string(),
             image: format!("/boot/{name}"),
@@ -220,53 +221,4 @@ fn find_kernels(fs: &Ext2Fs) -> Result<Vec<Kernel>, Ext2Error> {
         });
     }
     Ok(out)
-}
-
-/// The kernel image and `root=` of a config's default entry.
-pub fn default_entry(text: &str, dialect: ConfigDialect) -> (Option<String>, Option<String>) {
-    let mut entries: Vec<Vec<&str>> = Vec::new();
-    let mut default = 0usize;
-    for line in text.lines() {
-        let t = line.trim();
-        let mut words = t.split(|c: char| c.is_whitespace() || (dialect == ConfigDialect::Legacy && c == '='));
-        let kw = words.next().unwrap_or("");
-        match (dialect, kw) {
-            (ConfigDialect::Legacy, "default") => {
-                default = words.find(|w| !w.is_empty()).and_then(|w| w.parse().ok()).unwrap_or(0)
-            }
-            (ConfigDialect::Legacy, "title") | (ConfigDialect::Grub2, "menuentry") => entries.push(Vec::new()),
-            (_, "kernel" | "linux" | "linux16" | "linuxefi") => {
-                if entries.is_empty() {
-                    entries.push(Vec::new());
-                }
-                entries.last_mut().expect("entry").push(t);
-            }
-            _ => {}
-        }
-    }
-    let entry = entries.get(default).or_else(|| entries.first());
-    let Some(line) = entry.and_then(|e| e.first()) else { return (None, None) };
-    let mut words = line.split_whitespace().skip(1);
-    let image = words.next().map(|w| w.rsplit(')').next().unwrap_or(w).to_string());
-    let root = line.split_whitespace().find_map(|w| w.strip_prefix("root=")).map(str::to_string);
-    (image, root)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_entry_legacy_and_grub2() {
-        let menu = "default 1\ntitle a\nroot (hd0)\nkernel /boot/vmlinuz-a root=/dev/xvda1\ntitle b\nkernel (hd0)/boot/vmlinuz-b root=LABEL=/ ro\n";
-        assert_eq!(
-            default_entry(menu, ConfigDialect::Legacy),
-            (Some("/boot/vmlinuz-b".into()), Some("LABEL=/".into()))
-        );
-        let menu = "default=0\ntitle a\nkernel /vmlinuz-a root=/dev/xvde1\n";
-        assert_eq!(default_entry(menu, ConfigDialect::Legacy), (Some("/vmlinuz-a".into()), Some("/dev/xvde1".into())));
-        let cfg = "set default=0\nmenuentry 'x' {\n  linux /boot/vmlinuz-x root=UUID=u ro\n}\n";
-        assert_eq!(default_entry(cfg, ConfigDialect::Grub2), (Some("/boot/vmlinuz-x".into()), Some("UUID=u".into())));
-        assert_eq!(default_entry("", ConfigDialect::Legacy), (None, None));
-    }
 }

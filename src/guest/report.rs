@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::blockdev::BlockSource;
+use super::bootcfg::{self, BootEntry, ConfigDialect};
+use super::drivers::{self, DriverRow, Family};
+use super::inspect::{self, Guest, InspectError};
+use super::os::OsInfo;
+use super::rewrite::{bootcfg::HVM_CONSOLE, fstab, is_device_name};
 use crate::disk::detect::SourceLayout;
-use crate::drivers::{self, DriverRow};
 use crate::ext2fs::{Ext2Fs, Kind};
-use crate::grub::ConfigDialect;
-use crate::guestos::OsInfo;
-use crate::inspect::{self, Guest, InspectError};
-use crate::rewrite::{bootcfg::HVM_CONSOLE, fstab, is_device_name};
+use crate::io::{BlockSource, CountingSource};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -58,15 +58,6 @@ pub struct InitramfsInfo {
     pub compression: &'static str,
     pub generator: &'static str,
     pub modules: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BootEntry {
-    pub title: String,
-    pub kernel: Option<String>,
-    pub initrd: Option<String>,
-    pub root: Option<String>,
-    pub console: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,17 +107,17 @@ pub struct Verdicts {
 const XEN_FAMILIES: &str = "t2, m4, c4, r4, i3, x1 and other Xen HVM families";
 const NITRO_FAMILIES: &str = "t3, m5, c5, r5 and newer (Nitro)";
 
-/// Inspects the source through its block trait.
+/// Inspects the source through its block trait, counting every byte read.
 pub fn inspect(
-    src: Arc<dyn BlockSource>,
-    playbooks: Option<&std::path::Path>,
-) -> Result<InspectReport, crate::convert::ConvertError> {
+    source: Arc<dyn BlockSource>,
+    books: &[super::playbook::Playbook],
+) -> Result<InspectReport, crate::Error> {
+    let counted = Arc::new(CountingSource::new(source));
+    let src: Arc<dyn BlockSource> = counted.clone();
     let (layout, fs) = inspect::open(&src)?;
     let guest = inspect::inspect_fs(&src.describe(), layout, &fs)?;
-    let books = crate::playbook::load(playbooks)?;
-    let exists = |p: &str| matches!(fs.try_resolve(p), Ok(Some(_)));
-    let playbook = crate::playbook::select(&books, &guest.os, &exists).name.clone();
     let fserr = |err| InspectError::Filesystem { image: src.describe(), err };
+    let playbook = super::playbook::select(books, &guest.os, &|p| fs.exists(p)).map_err(fserr)?.name.clone();
 
     let mut kernels = Vec::new();
     let mut default_survey = None;
@@ -148,7 +139,7 @@ pub fn inspect(
                     path: s.path.clone(),
                     format: "cpio newc",
                     compression: s.compression.name(),
-                    generator: drivers::generator_name(s.generator),
+                    generator: s.generator.name(),
                     modules: s.initramfs_modules.clone(),
                 });
                 row.pvhvm = s.pvhvm;
@@ -162,12 +153,12 @@ pub fn inspect(
         kernels.push(row);
     }
     let xen_only = guest.check_convertible().err().map(|e| e.to_string());
-    let verdict = |target: &str, families| match &default_survey {
+    let verdict = |family: Family, families| match &default_survey {
         _ if xen_only.is_some() => {
             Verdict { possible: false, families, missing: vec![xen_only.clone().expect("checked")] }
         }
         Some(s) => {
-            let missing = s.missing_for(target);
+            let missing = s.missing_for(family);
             Verdict { possible: missing.is_empty(), families, missing }
         }
         None => Verdict {
@@ -178,8 +169,8 @@ pub fn inspect(
     };
     let verdicts = Verdicts {
         kernel: guest.default_kernel.as_ref().map(|k| k.version.clone()),
-        xen_hvm: verdict("xen", XEN_FAMILIES),
-        nitro: verdict("nitro", NITRO_FAMILIES),
+        xen_hvm: verdict(Family::XenHvm, XEN_FAMILIES),
+        nitro: verdict(Family::Nitro, NITRO_FAMILIES),
     };
     let console = console_report(&fs, &guest).map_err(fserr)?;
     Ok(InspectReport {
@@ -195,60 +186,12 @@ pub fn inspect(
         fstab: fstab_rows(&guest),
         console,
         verdicts,
-        bytes_read: src.bytes_read(),
+        bytes_read: counted.bytes_read(),
     })
 }
 
-/// Entries of a bootloader config, with their kernel, initrd, root and consoles.
-pub fn boot_entries(text: &str, dialect: ConfigDialect) -> (usize, Vec<BootEntry>) {
-    let mut entries: Vec<BootEntry> = Vec::new();
-    let mut default = 0;
-    for line in text.lines() {
-        let t = line.trim();
-        let (kw, rest) = t
-            .split_once(|c: char| c.is_whitespace() || (dialect == ConfigDialect::Legacy && c == '='))
-            .unwrap_or((t, ""));
-        let rest = rest.trim();
-        match (dialect, kw) {
-            (ConfigDialect::Legacy, "default") => default = rest.parse().unwrap_or(0),
-            (ConfigDialect::Legacy, "title") => entries.push(new_entry(rest)),
-            (ConfigDialect::Grub2, "menuentry") => {
-                let title = rest.trim_start_matches(['\'', '"']).split(['\'', '"']).next().unwrap_or("");
-                entries.push(new_entry(title));
-            }
-            (_, "kernel" | "linux" | "linux16" | "linuxefi") => {
-                if entries.is_empty() {
-                    entries.push(new_entry(""));
-                }
-                let e = entries.last_mut().expect("an entry");
-                let mut words = rest.split_whitespace();
-                e.kernel = words.next().map(str::to_string);
-                for w in words {
-                    if let Some(r) = w.strip_prefix("root=") {
-                        e.root = Some(r.to_string());
-                    }
-                    if let Some(c) = w.strip_prefix("console=") {
-                        e.console.push(c.to_string());
-                    }
-                }
-            }
-            (_, "initrd" | "initrd16" | "initrdefi") => {
-                if let Some(e) = entries.last_mut() {
-                    e.initrd = rest.split_whitespace().next().map(str::to_string);
-                }
-            }
-            _ => {}
-        }
-    }
-    (default, entries)
-}
-
-fn new_entry(title: &str) -> BootEntry {
-    BootEntry { title: title.to_string(), kernel: None, initrd: None, root: None, console: Vec::new() }
-}
-
 fn boot_report(guest: &Guest) -> BootReport {
-    let (default, entries) = boot_entries(&guest.boot.text, guest.boot.dialect);
+    let bootcfg::Entries { default, entries } = bootcfg::parse(&guest.boot.text, guest.boot.dialect);
     BootReport {
         path: guest.boot.path.clone(),
         real_path: guest.boot.real_path.clone(),
@@ -295,7 +238,7 @@ fn console_report(fs: &Ext2Fs, guest: &Guest) -> Result<ConsoleReport, crate::ex
                 .map(|l| format!("/etc/inittab: {}", l.trim())),
         );
     }
-    if matches!(fs.try_resolve("/etc/init")?, Some(r) if r.stat.kind == Kind::Dir) {
+    if fs.is_kind("/etc/init", Kind::Dir)? {
         for (name, kind) in fs.list_dir("/etc/init")? {
             if kind == Kind::File && (name.starts_with("tty") || name.starts_with("hvc") || name.contains("serial")) {
                 gettys.push(format!("upstart: /etc/init/{name}"));
@@ -307,7 +250,7 @@ fn console_report(fs: &Ext2Fs, guest: &Guest) -> Result<ConsoleReport, crate::ex
     }
     let mut hwaddr_pins = Vec::new();
     let dir = "/etc/sysconfig/network-scripts";
-    if matches!(fs.try_resolve(dir)?, Some(r) if r.stat.kind == Kind::Dir) {
+    if fs.is_kind(dir, Kind::Dir)? {
         for (name, kind) in fs.list_dir(dir)? {
             if kind == Kind::File && name.starts_with("ifcfg-") {
                 let path = format!("{dir}/{name}");
@@ -318,8 +261,8 @@ fn console_report(fs: &Ext2Fs, guest: &Guest) -> Result<ConsoleReport, crate::ex
             }
         }
     }
-    let (default, entries) = boot_entries(&guest.boot.text, guest.boot.dialect);
-    let kernel_consoles = entries.get(default).or(entries.first()).map(|e| e.console.clone()).unwrap_or_default();
+    let entries = bootcfg::parse(&guest.boot.text, guest.boot.dialect);
+    let kernel_consoles = entries.default_entry().map(|e| e.console.clone()).unwrap_or_default();
     Ok(ConsoleReport {
         init_system: guest.os.init_system.clone(),
         kernel_consoles,
@@ -432,27 +375,51 @@ impl InspectReport {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entries_of_both_dialects() {
-        let (d, e) = boot_entries(
-            "default=1\ntitle A\nroot (hd0)\nkernel /vmlinuz-a root=/dev/xvda1 console=hvc0\ninitrd /initrd-a\ntitle B\nkernel /vmlinuz-b root=LABEL=/ console=tty0 console=ttyS0,115200n8\n",
-            ConfigDialect::Legacy,
+impl InspectReport {
+    /// The report as Markdown for a change review: a summary table, details folded.
+    pub fn render_markdown(&self) -> String {
+        let fs = &self.disk.fs;
+        let mut s = format!("## pv2hvm inspection: `{}`\n\n| | |\n|---|---|\n", self.source);
+        let mut row = |k: &str, v: String| s.push_str(&format!("| {k} | {} |\n", v.replace('|', "\\|")));
+        row(
+            "Disk",
+            format!(
+                "{} {} `{}` label `{}`, {} of {} blocks used{}",
+                self.disk.shape,
+                fs.fs_type,
+                fs.uuid,
+                fs.label,
+                self.used_blocks,
+                fs.blocks,
+                if fs.needs_recovery { ", journal needs recovery" } else { "" }
+            ),
         );
-        assert_eq!(d, 1);
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].title, "A");
-        assert_eq!(e[0].initrd.as_deref(), Some("/initrd-a"));
-        assert_eq!(e[0].root.as_deref(), Some("/dev/xvda1"));
-        assert_eq!(e[1].console, ["tty0", "ttyS0,115200n8"]);
-        let (_, e) = boot_entries(
-            "menuentry 'Debian' --class x {\n linux /vmlinuz root=UUID=u ro\n initrd /initrd\n}\n",
-            ConfigDialect::Grub2,
+        row("OS", format!("{} (playbook `{}`), init {}", self.os.pretty_name, self.playbook, self.os.init_system));
+        row("Default kernel", self.default_kernel.as_deref().map_or("none".into(), |k| format!("`{k}`")));
+        row("Bootloader", format!("`{}`, default entry {}", self.bootloader.real_path, self.bootloader.default));
+        for (name, v) in [("Xen HVM", &self.verdicts.xen_hvm), ("Nitro", &self.verdicts.nitro)] {
+            row(name, if v.possible { "possible".into() } else { format!("not possible: {}", v.missing.join("; ")) });
+        }
+        row("Read", format!("{} bytes", self.bytes_read));
+        s.push_str(
+            "\n<details><summary>Kernels and drivers</summary>\n\n| kernel | initramfs | drivers |\n|---|---|---|\n",
         );
-        assert_eq!(e[0].title, "Debian");
-        assert_eq!(e[0].kernel.as_deref(), Some("/vmlinuz"));
+        for k in &self.kernels {
+            let ird = match (&k.initramfs, &k.error) {
+                (Some(i), _) => format!("`{}` ({}, {})", i.path, i.generator, i.compression),
+                (None, Some(e)) => format!("not readable: {e}"),
+                (None, None) => "none".into(),
+            };
+            let drivers: Vec<String> = k.drivers.iter().map(|d| format!("{}: {}", d.name, d.state.label())).collect();
+            s.push_str(&format!("| `{}` | {} | {} |\n", k.version, ird.replace('|', "\\|"), drivers.join(", ")));
+        }
+        s.push_str(
+            "</details>\n\n<details><summary>fstab</summary>\n\n| spec | mount point | on HVM |\n|---|---|---|\n",
+        );
+        for f in &self.fstab {
+            s.push_str(&format!("| `{}` | `{}` | {} |\n", f.entry.spec, f.entry.mountpoint, f.resolves));
+        }
+        s.push_str("</details>\n");
+        s
     }
 }

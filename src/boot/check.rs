@@ -16,7 +16,7 @@ use serde::Serialize;
 pub const MARKER: &str = "PV2HVM-MARKER";
 
 /// How the disk is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskBus {
     /// NVMe, as on Nitro instances.
@@ -25,14 +25,12 @@ pub enum DiskBus {
     Ide,
 }
 
-impl std::str::FromStr for DiskBus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "nvme" => Ok(DiskBus::Nvme),
-            "ide" => Ok(DiskBus::Ide),
-            _ => Err(format!("unknown disk bus {s:?} (nvme or ide)")),
-        }
+impl std::fmt::Display for DiskBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiskBus::Nvme => "NVMe",
+            DiskBus::Ide => "IDE",
+        })
     }
 }
 
@@ -94,13 +92,13 @@ impl BootOutcome {
     pub fn summary(&self) -> String {
         match (&self.root_device, self.root_rw) {
             (Some(dev), Some(rw)) => format!(
-                "{:?} boot reached userspace in {:.0} s: root {dev} mounted {}",
+                "{} boot reached userspace in {:.0} s: root {dev} mounted {}",
                 self.bus,
                 self.seconds,
                 if rw { "read-write" } else { "read-only" }
             ),
             _ => format!(
-                "{:?} boot stopped at stage {:?} after {:.0} s{}; last console lines:\n  {}",
+                "{} boot stopped at stage {:?} after {:.0} s{}; last console lines:\n  {}",
                 self.bus,
                 self.stage,
                 self.seconds,
@@ -178,7 +176,7 @@ fn stage_of(line: &str) -> Option<Stage> {
 
 /// Boots the image and waits for the marker, the guest powering off, or the timeout.
 pub fn run(check: &BootCheck) -> Result<BootOutcome, BootCheckError> {
-    let qemu = crate::grub::find_on_path("qemu-system-x86_64").ok_or(BootCheckError::QemuMissing)?;
+    let qemu = crate::host::find_on_path("qemu-system-x86_64").ok_or(BootCheckError::QemuMissing)?;
     let started = Instant::now();
     let mut child = Command::new(qemu)
         .args(qemu_args(check))
@@ -265,4 +263,20 @@ pub fn run(check: &BootCheck) -> Result<BootOutcome, BootCheckError> {
         failure,
         tail,
     })
+}
+/// Boots `image` once on each bus, in order; a console log, if asked for, keeps the last.
+pub fn run_each(
+    image: &Path,
+    buses: &[DiskBus],
+    timeout: Duration,
+    console_log: Option<&Path>,
+) -> Result<Vec<BootOutcome>, BootCheckError> {
+    let mut out = Vec::new();
+    for &bus in buses {
+        let mut check = BootCheck::new(image, bus);
+        check.timeout = timeout;
+        check.console_log = console_log.map(Path::to_path_buf);
+        out.push(run(&check)?);
+    }
+    Ok(out)
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::guestos::OsInfo;
+use super::os::OsInfo;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -88,15 +88,15 @@ pub enum PlaybookError {
 
 /// The shipped playbooks, in the order they are tried.
 const SHIPPED: &[(&str, &str)] = &[
-    ("amazon-linux-1.toml", include_str!("../playbooks/amazon-linux-1.toml")),
-    ("rhel-5.toml", include_str!("../playbooks/rhel-5.toml")),
-    ("rhel-6.toml", include_str!("../playbooks/rhel-6.toml")),
-    ("rhel-7.toml", include_str!("../playbooks/rhel-7.toml")),
-    ("ubuntu-12.04-14.04.toml", include_str!("../playbooks/ubuntu-12.04-14.04.toml")),
-    ("ubuntu-16.04.toml", include_str!("../playbooks/ubuntu-16.04.toml")),
-    ("debian-7.toml", include_str!("../playbooks/debian-7.toml")),
-    ("debian-8-12.toml", include_str!("../playbooks/debian-8-12.toml")),
-    ("generic.toml", include_str!("../playbooks/generic.toml")),
+    ("amazon-linux-1.toml", include_str!("../../playbooks/amazon-linux-1.toml")),
+    ("rhel-5.toml", include_str!("../../playbooks/rhel-5.toml")),
+    ("rhel-6.toml", include_str!("../../playbooks/rhel-6.toml")),
+    ("rhel-7.toml", include_str!("../../playbooks/rhel-7.toml")),
+    ("ubuntu-12.04-14.04.toml", include_str!("../../playbooks/ubuntu-12.04-14.04.toml")),
+    ("ubuntu-16.04.toml", include_str!("../../playbooks/ubuntu-16.04.toml")),
+    ("debian-7.toml", include_str!("../../playbooks/debian-7.toml")),
+    ("debian-8-12.toml", include_str!("../../playbooks/debian-8-12.toml")),
+    ("generic.toml", include_str!("../../playbooks/generic.toml")),
 ];
 
 pub fn parse(path: &str, text: &str) -> Result<Playbook, PlaybookError> {
@@ -128,19 +128,38 @@ pub fn load(dir: Option<&Path>) -> Result<Vec<Playbook>, PlaybookError> {
 }
 
 impl Playbook {
-    /// Whether the guest matches; `exists` tells whether a guest path exists.
-    pub fn matches(&self, os: &OsInfo, exists: &dyn Fn(&str) -> bool) -> bool {
+    /// Whether the guest matches; `exists` tells whether a guest path exists, and its
+    /// errors (a failed read) are passed on, never taken for "absent".
+    pub fn matches<E>(&self, os: &OsInfo, exists: &dyn Fn(&str) -> Result<bool, E>) -> Result<bool, E> {
         let d = &self.detect;
-        (d.distro.is_empty() || d.distro.contains(&os.distro))
-            && (d.version_prefix.is_empty()
+        if !(d.distro.is_empty() || d.distro.contains(&os.distro))
+            || !(d.version_prefix.is_empty()
                 || d.version_prefix.iter().any(|p| os.version == *p || os.version.starts_with(&format!("{p}."))))
-            && d.files.iter().all(|f| exists(f))
+        {
+            return Ok(false);
+        }
+        for f in &d.files {
+            if !exists(f)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
-/// The first playbook that matches (the generic one matches anything).
-pub fn select<'a>(books: &'a [Playbook], os: &OsInfo, exists: &dyn Fn(&str) -> bool) -> &'a Playbook {
-    books.iter().find(|b| b.matches(os, exists)).unwrap_or_else(|| books.last().expect("the generic playbook"))
+/// The first playbook that matches; the last one (the generic fallback, always loaded last)
+/// when none does.
+pub fn select<'a, E>(
+    books: &'a [Playbook],
+    os: &OsInfo,
+    exists: &dyn Fn(&str) -> Result<bool, E>,
+) -> Result<&'a Playbook, E> {
+    for b in books {
+        if b.matches(os, exists)? {
+            return Ok(b);
+        }
+    }
+    Ok(&books[books.len() - 1])
 }
 
 #[cfg(test)]
@@ -153,7 +172,7 @@ mod tests {
 
     fn pick(distro: &str, version: &str) -> String {
         let books = load(None).unwrap();
-        select(&books, &os(distro, version), &|_| false).name.clone()
+        select::<()>(&books, &os(distro, version), &|_| Ok(false)).unwrap().name.clone()
     }
 
     #[test]
@@ -199,8 +218,11 @@ mod tests {
         .unwrap();
         let books = load(Some(dir.path())).unwrap();
         assert_eq!(books[0].name, "site-debian");
-        assert_eq!(select(&books, &os("debian", "12"), &|p| p == "/etc/site-release").name, "site-debian");
-        assert_eq!(select(&books, &os("debian", "12"), &|_| false).name, "debian-8-12");
+        assert_eq!(
+            select::<()>(&books, &os("debian", "12"), &|p| Ok(p == "/etc/site-release")).unwrap().name,
+            "site-debian"
+        );
+        assert_eq!(select::<()>(&books, &os("debian", "12"), &|_| Ok(false)).unwrap().name, "debian-8-12");
         std::fs::write(dir.path().join("bad.toml"), "name = \"x\"\nbogus = 1\n").unwrap();
         assert!(matches!(load(Some(dir.path())), Err(PlaybookError::Parse { .. })));
     }

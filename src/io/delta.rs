@@ -1,0 +1,113 @@
+//! The delta of an in-place conversion: which 512 KiB blocks (the EBS snapshot block size)
+//! of the result differ from the source. Every write after the source's own bytes passes
+//! through [`Delta::note`], which compares it with what the source holds there, so the
+//! delta counts real differences, never a block rewritten with the bytes it had.
+
+use std::collections::BTreeSet;
+use std::io;
+
+use serde::Serialize;
+
+use super::BlockSource;
+
+/// EBS direct APIs' block size.
+pub const DELTA_BLOCK: u64 = 512 << 10;
+const COMPARE: usize = 64 << 10;
+
+/// Changed blocks of a disk relative to a source at the same offsets.
+pub struct Delta<'a> {
+    source: &'a dyn BlockSource,
+    blocks: BTreeSet<u64>,
+    bytes: u64,
+}
+
+/// What the delta amounts to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeltaReport {
+    /// Block size of the count: 524288, as EBS snapshots have it.
+    pub block_size: u64,
+    /// Blocks that differ from the source.
+    pub changed_blocks: u64,
+    /// Bytes that differ from the source.
+    pub changed_bytes: u64,
+    /// Bytes an incremental snapshot of the result moves: `changed_blocks × block_size`.
+    pub upload_bytes: u64,
+}
+
+impl<'a> Delta<'a> {
+    pub fn new(source: &'a dyn BlockSource) -> Self {
+        Delta { source, blocks: BTreeSet::new(), bytes: 0 }
+    }
+
+    /// Records `bytes` about to be written at `offset`: what differs from the source there
+    /// (past its end, from zeros) joins the delta.
+    pub fn note(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut old = vec![0u8; COMPARE];
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let n = COMPARE.min(bytes.len() - done);
+            let at = offset + done as u64;
+            let avail = self.source.len().saturating_sub(at).min(n as u64) as usize;
+            old[..n].fill(0);
+            if avail > 0 {
+                self.source.read_exact_at(at, &mut old[..avail])?;
+            }
+            for (i, (a, b)) in old[..n].iter().zip(&bytes[done..done + n]).enumerate() {
+                if a != b {
+                    self.bytes += 1;
+                    self.blocks.insert((at + i as u64) / DELTA_BLOCK);
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    pub fn report(&self) -> DeltaReport {
+        let changed_blocks = self.blocks.len() as u64;
+        DeltaReport {
+            block_size: DELTA_BLOCK,
+            changed_blocks,
+            changed_bytes: self.bytes,
+            upload_bytes: changed_blocks * DELTA_BLOCK,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+
+    use super::*;
+
+    struct Mem(Vec<u8>);
+    impl BlockSource for Mem {
+        fn describe(&self) -> String {
+            "mem".into()
+        }
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        }
+        fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
+            Ok(std::iter::once(0..self.0.len() as u64).collect())
+        }
+    }
+
+    #[test]
+    fn only_real_differences_count() {
+        let src = Mem(vec![7u8; 3 * DELTA_BLOCK as usize]);
+        let mut d = Delta::new(&src);
+        d.note(100, &[7u8; 5000]).unwrap();
+        assert_eq!(d.report().changed_blocks, 0, "the same bytes again are no change");
+        d.note(DELTA_BLOCK - 2, &[8u8; 4]).unwrap();
+        d.note(3 * DELTA_BLOCK + 10, &[0u8; 10]).unwrap();
+        d.note(3 * DELTA_BLOCK + 20, &[1u8; 1]).unwrap();
+        let r = d.report();
+        assert_eq!((r.changed_blocks, r.changed_bytes), (3, 5), "{r:?}");
+        assert_eq!(r.upload_bytes, 3 * DELTA_BLOCK);
+    }
+}

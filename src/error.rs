@@ -94,6 +94,8 @@ pub enum Error {
     BootCheck(#[from] BootCheckError),
     #[error("the converted image did not boot to userspace with root mounted read-write: {0}")]
     BootFailed(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {
@@ -123,6 +125,7 @@ impl Error {
             Error::Drivers(_) => ErrorKind::Refused,
             Error::Playbook(_) => ErrorKind::Refused,
             Error::BootFailed(_) => ErrorKind::Verify,
+            Error::Refused(_) => ErrorKind::Refused,
         }
     }
 }

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .init();
+    cli::signals::install();
     let quiet = cli.quiet;
     let result = match cli.command {
         Cmd::Convert(args) => cli::commands::convert(args, quiet),

@@ -48,6 +48,18 @@ impl Target {
     }
 }
 
+/// How injected drivers get into an initramfs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitramfsMode {
+    /// Keep the original bytes and append one small archive with the modules, the module
+    /// indexes and the load lists: the kernel unpacks it last, so its files win.
+    #[default]
+    Append,
+    /// Unpack, add the modules and recompress the whole initramfs.
+    Rebuild,
+}
+
 /// What a conversion does, independent of where the blocks live.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct ConvertSpec {
@@ -66,20 +78,25 @@ pub struct ConvertSpec {
     #[arg(long)]
     #[serde(default)]
     pub all_kernels: bool,
-    /// Do not rebuild any initramfs (no driver injection).
+    /// Do not touch any initramfs (no driver injection).
     #[arg(long, conflicts_with = "all_kernels")]
     #[serde(default)]
     pub keep_initramfs: bool,
+    /// How drivers get into the initramfs: append an archive (default) or rebuild it whole.
+    #[arg(long = "initramfs", value_enum, default_value_t = InitramfsMode::Append, conflicts_with = "keep_initramfs")]
+    #[serde(default)]
+    pub initramfs: InitramfsMode,
 }
 
 impl Default for ConvertSpec {
     fn default() -> Self {
         ConvertSpec {
-            layout: LayoutKind::Mbr,
+            layout: LayoutKind::InPlace,
             size_gib: None,
             target: Target::Auto,
             all_kernels: false,
             keep_initramfs: false,
+            initramfs: InitramfsMode::Append,
         }
     }
 }
@@ -111,7 +128,7 @@ mod tests {
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"layout": "in-place", "size_gib": 3, "target": "nitro", "all_kernels": false, "keep_initramfs": false})
+            serde_json::json!({"layout": "in-place", "size_gib": 3, "target": "nitro", "all_kernels": false, "keep_initramfs": false, "initramfs": "append"})
         );
         assert_eq!(serde_json::from_value::<ConvertSpec>(json).unwrap(), spec);
     }

@@ -3,6 +3,15 @@
 
 mod common;
 
+use std::process::Command;
+
+/// The first `len` bytes of an image, without reading the rest.
+fn head(path: &std::path::Path, len: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(path).unwrap(), &mut buf, 0).unwrap();
+    buf
+}
+
 use common::*;
 
 #[test]
@@ -26,7 +35,7 @@ fn unpartitioned_source_to_mbr() {
     assert_eq!(parts[0]["bootable"], true);
 
     // boot.img in the MBR, patched for core.img at LBA 1.
-    let disk = std::fs::read(&dst).unwrap();
+    let disk = head(&dst, 2 * MIB);
     let boot = std::fs::read("/usr/lib/grub/i386-pc/boot.img").unwrap();
     assert_eq!(&disk[..0x5C], &boot[..0x5C]);
     assert_eq!(u64::from_le_bytes(disk[0x5C..0x64].try_into().unwrap()), 1);
@@ -68,7 +77,7 @@ fn gpt_layout_has_bios_boot_partition() {
     assert_eq!(parts[1]["start"], 2048);
     assert_eq!(parts[1]["size"], 2048);
     assert_eq!(parts[1]["type"], "21686148-6449-6E6F-744E-656564454649");
-    let disk = std::fs::read(&dst).unwrap();
+    let disk = head(&dst, 2 * MIB);
     assert_eq!(u64::from_le_bytes(disk[0x5C..0x64].try_into().unwrap()), 2048);
     let core = MIB as usize;
     assert_eq!(u64::from_le_bytes(disk[core + 0x1F4..core + 0x1FC].try_into().unwrap()), 2049);
@@ -132,13 +141,16 @@ fn console_network_and_metadata_edits() {
     // A sysvinit/upstart-era guest: hvc0 gettys, persistent-net rules, menu.lst as a symlink
     // to grub.conf, and an fstab with an SELinux label, odd owner and mode.
     guest_write(&t, "/etc/inittab", "id:3:initdefault:\nco:2345:respawn:/sbin/agetty hvc0 9600 vt100-nav\n");
-    debugfs(&t, "mkdir /etc/init", true);
+    for d in ["/etc/init", "/etc/udev/rules.d"] {
+        if !guest_exists(&t, d) {
+            debugfs(&t, &format!("mkdir {d}"), true);
+        }
+    }
     guest_write(
         &t,
         "/etc/init/hvc0.conf",
         "start on stopped rc RUNLEVEL=[2345]\nrespawn\nexec /sbin/getty -8 38400 hvc0\n",
     );
-    debugfs(&t, "mkdir /etc/udev/rules.d", true);
     guest_write(
         &t,
         "/etc/udev/rules.d/70-persistent-net.rules",
@@ -194,20 +206,57 @@ fn console_network_and_metadata_edits() {
     );
 }
 
+/// A copy of the cloud fixture whose journal holds a committed transaction, not replayed, that
+/// rewrites the data block of `path` with `change`.
+fn with_journalled(dir: &std::path::Path, path: &str, change: fn(&str) -> String) -> std::path::PathBuf {
+    let src = copy_sparse(&fixture_cloud(), dir, "dirty.img");
+    journal_rewrite(&src, path, change);
+    src
+}
+
 #[test]
 fn journal_needing_recovery_is_replayed_on_the_copy_only() {
+    for layout in ["mbr", "in-place"] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = with_journalled(dir.path(), "/etc/hostname", |t| t.to_ascii_uppercase());
+        let t = src.display().to_string();
+        let before = sha256(&src);
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let dst = out_dir.join("hvm.img");
+        let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", layout, "-q"]));
+        assert!(stdout(&out).contains("journal      needs recovery: replayed on the copy"), "{}", stdout(&out));
+        assert_eq!(sha256(&src), before, "the source journal must not be replayed");
+        assert!(debugfs(&t, "stats", false).contains("needs_recovery"));
+        let d = if layout == "mbr" { at(&dst, MIB) } else { dst.display().to_string() };
+        assert!(!debugfs(&d, "stats", false).contains("needs_recovery"));
+        assert_eq!(guest_cat(&d, "/etc/hostname"), "PV-GUEST\n", "{layout}: the transaction is in DST");
+        e2fsck_clean(&d);
+        let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("hvm.img")], "the scratch copy is gone");
+        assert!(
+            stdout(&out).contains("journal replayed: the 4 file(s) the plan read are unchanged"),
+            "{}",
+            stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn a_replay_that_changes_an_edited_file_is_planned_again() {
     let dir = tempfile::tempdir().unwrap();
-    let src = copy_sparse(&fixture_cloud(), dir.path(), "dirty.img");
-    let t = src.display().to_string();
-    debugfs(&t, "feature needs_recovery", true);
-    let before = sha256(&src);
+    let src = with_journalled(dir.path(), "/etc/fstab", |t| t.replace("errors=remount-ro", "errors=remount-RO"));
     let dst = dir.path().join("hvm.img");
-    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "-q"]));
-    assert!(stdout(&out).contains("journal      needs recovery: replayed on the copy"), "{}", stdout(&out));
-    assert_eq!(sha256(&src), before, "the source journal must not be replayed");
-    assert!(debugfs(&t, "stats", false).contains("needs_recovery"));
-    let d = at(&dst, MIB);
-    assert!(!debugfs(&d, "stats", false).contains("needs_recovery"));
+    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q"));
+    let text = stdout(&out);
+    assert!(text.contains("journal replayed: it changed /etc/fstab, so the plan was made again"), "{text}");
+    let d = dst.display().to_string();
+    let fstab = guest_cat(&d, "/etc/fstab");
+    assert!(fstab.contains("UUID=") && fstab.contains("errors=remount-RO"), "the replayed fstab, rewritten: {fstab}");
+    assert!(
+        guest_cat(&d, "/etc/fstab.pv2hvm-orig").contains("errors=remount-RO"),
+        "the backup is the replayed original"
+    );
     e2fsck_clean(&d);
 }
 
@@ -221,14 +270,43 @@ fn doctor_lists_host_tools() {
     let out = pv2hvm().args(["doctor", "--grub-dir", "/nonexistent"]).output().unwrap();
     assert_eq!(out.status.code(), Some(6));
     assert!(stdout(&out).contains("install the grub-pc-bin package"));
-    let out = pv2hvm()
-        .arg("convert")
-        .arg(fixture_cloud())
-        .arg("/tmp/pv2hvm-never.img")
-        .args(["--grub-dir", "/nonexistent"])
-        .output()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let never = dir.path().join("never.img");
+    let out =
+        pv2hvm().arg("convert").arg(fixture_cloud()).arg(&never).args(["--grub-dir", "/nonexistent"]).output().unwrap();
     assert_eq!(out.status.code(), Some(6));
     assert!(stderr(&out).contains("install the grub-pc-bin package"), "{}", stderr(&out));
-    assert!(!std::path::Path::new("/tmp/pv2hvm-never.img").exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing is written");
+}
+
+#[test]
+fn a_moved_filesystem_takes_only_the_blocks_it_uses() {
+    // 32 MiB of random bytes in a file that is then deleted: its blocks are free, not zero.
+    let dir = tempfile::tempdir().unwrap();
+    let src = copy_sparse(&fixture_cloud(), dir.path(), "pv.img");
+    let t = src.display().to_string();
+    let junk = dir.path().join("junk");
+    run_ok(Command::new("sh").arg("-c").arg(format!("head -c 32M /dev/urandom > {}", junk.display())));
+    debugfs(&t, &format!("write {} /junk", junk.display()), true);
+    let blocks: Vec<u64> = debugfs(&t, "blocks /junk", false).split_whitespace().map(|b| b.parse().unwrap()).collect();
+    assert!(blocks.len() >= 8192, "{}", blocks.len());
+    debugfs(&t, "rm /junk", true);
+    let dst = dir.path().join("hvm.img");
+    run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "--keep-initramfs", "-q"]));
+    let d = at(&dst, MIB);
+    e2fsck_clean(&d);
+    let read = |path: &std::path::Path, at: u64| {
+        let mut b = vec![0u8; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(path).unwrap(), &mut b, at).unwrap();
+        b
+    };
+    let mut checked = 0;
+    for &b in blocks.iter().step_by(blocks.len() / 64) {
+        assert!(read(&src, b * 4096).iter().any(|&x| x != 0), "block {b} of the source holds the deleted data");
+        if debugfs(&d, &format!("testb {b}"), false).contains("not in use") {
+            assert!(read(&dst, MIB + b * 4096).iter().all(|&x| x == 0), "free block {b} was carried over");
+            checked += 1;
+        }
+    }
+    assert!(checked > 32, "only {checked} sampled blocks stayed free");
 }

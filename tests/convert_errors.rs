@@ -117,6 +117,21 @@ fn no_kernel() {
     let ver = kernel_version(&t);
     debugfs(&t, &format!("rm /boot/vmlinuz-{ver}"), true);
     refuse(&src, "no kernel found in /boot");
+    inspect_reports_impossible(&src, "no kernel found in /boot");
+}
+
+/// `inspect` reports what it found, with verdicts that give `why` conversion is impossible.
+fn inspect_reports_impossible(src: &Path, why: &str) {
+    let out = run_ok(pv2hvm().arg("inspect").arg(src).args(["--format", "json"]));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["os"]["distro"], "debian", "the rest is still reported");
+    for v in ["xen_hvm", "nitro"] {
+        assert_eq!(r["verdicts"][v]["possible"], false);
+        let missing = r["verdicts"][v]["missing"][0].as_str().unwrap();
+        assert!(missing.contains(why), "{missing}");
+    }
+    let text = stdout(&run_ok(pv2hvm().arg("inspect").arg(src)));
+    assert!(text.contains("verdict") && text.contains(why), "{text}");
 }
 
 #[test]
@@ -125,6 +140,11 @@ fn no_bootloader_config() {
     let src = copy_sparse(&fixture_cloud(), dir.path(), "noconfig.img");
     debugfs(&src.display().to_string(), "rm /boot/grub/menu.lst", true);
     refuse(&src, "no bootloader config found");
+    inspect_reports_impossible(&src, "no bootloader config found");
+    let out = run_ok(pv2hvm().arg("inspect").arg(&src).args(["--format", "json"]));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["bootloader"].is_null());
+    assert!(stdout(&run_ok(pv2hvm().arg("inspect").arg(&src))).contains("bootloader   none found"));
 }
 
 #[test]
@@ -161,6 +181,7 @@ fn destination_on_a_full_disk() {
     }
     let _guard = Unmount(&small);
     let src = fixture_cloud();
+    let before = sha256(&src);
     let dst = small.join("out.img");
     let out = pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q").output().unwrap();
     let err = stderr(&out);
@@ -169,6 +190,7 @@ fn destination_on_a_full_disk() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!dst.exists());
     assert_eq!(std::fs::read_dir(&small).unwrap().count(), 0, "nothing may be left on the full disk");
+    assert_eq!(sha256(&src), before);
 }
 
 #[test]
@@ -180,12 +202,49 @@ fn existing_destination_needs_force() {
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("already exists (pass --force to replace it)"));
     assert_eq!(std::fs::read(&dst).unwrap(), b"keep me");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no DST.partial either");
+    // --force replaces it with a converted disk.
+    run_ok(pv2hvm().arg("convert").arg(fixture_cloud()).arg(&dst).args(["--force", "--keep-initramfs", "-q"]));
+    e2fsck_clean(&dst.display().to_string());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // The destination can never be the source, even with --force.
+    let src = copy_sparse(&fixture_cloud(), dir.path(), "pv.img");
+    let before = sha256(&src);
+    let out = pv2hvm().arg("convert").arg(&src).arg(&src).args(["--force", "-q"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains(&format!("the destination {} is the source", src.display())), "{}", stderr(&out));
+    assert_eq!(sha256(&src), before);
+    assert!(!dir.path().join("pv.img.partial").exists());
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = pv2hvm().arg("convert").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let out = pv2hvm().args(["convert", "a", "b", "--layout", "zfs"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture_cloud();
+    let before = sha256(&src);
+    let dst = dir.path().join("out.img");
+    for (args, expect) in [
+        (vec![], "the following required arguments were not provided"),
+        (vec!["--layout", "zfs"], "invalid value 'zfs' for '--layout <LAYOUT>'"),
+        (vec!["--in-place", "--undo"], "a value is required for '--undo <UNDO>'"),
+    ] {
+        let mut cmd = pv2hvm();
+        cmd.current_dir(dir.path()).arg("convert");
+        if !args.is_empty() {
+            cmd.arg(&src).arg(&dst);
+        }
+        let out = cmd.args(&args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing is written");
+    }
+    assert_eq!(sha256(&src), before);
+}
+
+#[test]
+#[should_panic(expected = "failed: debugfs")]
+fn the_debugfs_helper_sees_failed_requests() {
+    // debugfs exits 0 when a request fails; the helper must not.
+    debugfs(&fixture_cloud().display().to_string(), "stat /no/such/file", false);
 }

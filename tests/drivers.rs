@@ -1,6 +1,8 @@
-//! Driver injection checked from the host: each rebuilt initramfs is unpacked with the
-//! system's decompressors and cpio, its modules and kmod indexes are checked (also through
-//! the host's modprobe), and the load list and the guest's generator config are verified.
+//! Driver injection checked from the host: each new initramfs is unpacked with the system's
+//! decompressors and cpio the way the kernel unpacks it (every archive in order, later files
+//! over earlier ones), its modules and kmod indexes are checked (also through the host's
+//! modprobe), and the load list and the guest's generator config are verified. By default
+//! the original bytes must be kept whole, with one archive appended.
 
 mod common;
 
@@ -25,11 +27,44 @@ fn dump(target: &str, path: &str, out: &Path) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-/// Converts `src` and unpacks the rebuilt initramfs with the host's tools.
+/// Unpacks one compressed archive run (`bytes`) into `root` with the host's tools, over what
+/// is there.
+fn unpack(bytes: &[u8], root: &Path, scratch: &Path) {
+    std::fs::write(scratch, bytes).unwrap();
+    let decompressor = match &bytes[..2] {
+        [0x1f, 0x8b] => "zcat",
+        [0xfd, b'7'] => "xzcat",
+        other => panic!("unexpected compression {other:?}"),
+    };
+    let mut cat = Command::new(decompressor).arg(scratch).stdout(Stdio::piped()).spawn().unwrap();
+    let status = Command::new("cpio")
+        .args(["-idmu", "--quiet", "--no-absolute-filenames"])
+        .current_dir(root)
+        .stdin(cat.stdout.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(cat.wait().unwrap().success(), "{decompressor} failed on the new initramfs");
+    assert!(status.success(), "cpio could not unpack the new initramfs");
+}
+
+/// Converts `src` (append mode unless `rebuild`) and unpacks the new initramfs.
 fn convert(src: &Path) -> Converted {
+    convert_with(src, false)
+}
+
+fn convert_with(src: &Path, rebuild: bool) -> Converted {
     let dir = tempfile::tempdir().unwrap();
     let dst = dir.path().join("hvm.img");
-    let out = run_ok(pv2hvm().arg("convert").arg(src).arg(&dst).args(["--layout", "mbr", "--format", "json", "-q"]));
+    let mode = if rebuild { "rebuild" } else { "append" };
+    let out = run_ok(pv2hvm().arg("convert").arg(src).arg(&dst).args([
+        "--layout",
+        "mbr",
+        "--initramfs",
+        mode,
+        "--format",
+        "json",
+        "-q",
+    ]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ird = &report["report"]["plan"]["initramfs"][0];
     let path = ird["path"].as_str().unwrap().to_string();
@@ -43,20 +78,18 @@ fn convert(src: &Path) -> Converted {
 
     let unpacked = dir.path().join("root");
     std::fs::create_dir(&unpacked).unwrap();
-    let decompressor = match &rebuilt[..2] {
-        [0x1f, 0x8b] => "zcat",
-        [0xfd, b'7'] => "xzcat",
-        other => panic!("unexpected compression {other:?}"),
-    };
-    let mut cat = Command::new(decompressor).arg(dir.path().join("rebuilt")).stdout(Stdio::piped()).spawn().unwrap();
-    let status = Command::new("cpio")
-        .args(["-idm", "--quiet", "--no-absolute-filenames"])
-        .current_dir(&unpacked)
-        .stdin(cat.stdout.take().unwrap())
-        .status()
-        .unwrap();
-    assert!(cat.wait().unwrap().success(), "{decompressor} failed on the rebuilt initramfs");
-    assert!(status.success(), "cpio could not unpack the rebuilt initramfs");
+    let scratch = dir.path().join("archive");
+    if rebuild {
+        unpack(&rebuilt, &unpacked, &scratch);
+    } else {
+        // The original bytes stay as they were; one archive follows them.
+        assert_eq!(&rebuilt[..original.len()], &original[..], "the original bytes are kept whole");
+        let appended = &rebuilt[original.len()..];
+        let start = appended.iter().position(|&b| b != 0).expect("an appended archive");
+        assert!(appended.len() - start < 4 << 20, "the appended archive is small: {} bytes", appended.len());
+        unpack(&original, &unpacked, &scratch);
+        unpack(&appended[start..], &unpacked, &scratch);
+    }
     Converted { _dir: dir, target, report, unpacked, kernel, original, rebuilt }
 }
 
@@ -101,7 +134,7 @@ fn cloud_kernel_initramfs_gets_xen_ena_and_ata() {
     let c = convert(&fixture_cloud());
     let ours = Initramfs::parse(&c.rebuilt).unwrap();
     assert!(ours.find("init").is_some());
-    assert_eq!(Initramfs::parse(&c.original).unwrap().segments.len(), ours.segments.len());
+    assert_eq!(Initramfs::parse(&c.original).unwrap().segments.len() + 1, ours.segments.len(), "one archive appended");
     check_indexes(&c);
     let dir = moddir(&c);
     for m in
@@ -162,10 +195,12 @@ fn missing_driver_is_refused_unless_the_target_excludes_it() {
     let kept: String = dep.lines().filter(|l| !l.contains("/ena.ko")).map(|l| format!("{l}\n")).collect();
     guest_write(&t, &format!("{moddir}/modules.dep"), &kept);
 
+    let before = sha256(&src);
     let dst = dir.path().join("hvm.img");
     let out = pv2hvm().arg("convert").arg(&src).arg(&dst).arg("-q").output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(sha256(&src), before, "the source is unchanged");
     assert!(
         err.contains(&format!("kernel {ver} has no ena driver: Nitro is not possible without a newer kernel; Xen HVM remains possible: pass --target xen")),
         "{err}"
@@ -182,7 +217,11 @@ fn missing_driver_is_refused_unless_the_target_excludes_it() {
     let load: Vec<&str> = ird["load"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(load.contains(&"xen-netfront") && !load.contains(&"ena"), "{load:?}");
     let out = pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--target", "nitro", "--dry-run"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("kernel {ver} has no ena driver: Nitro is not possible")), "{err}");
+    assert!(!dst.exists() && !dir.path().join("hvm.img.partial").exists());
+    assert_eq!(sha256(&src), before, "the source is unchanged");
 }
 
 #[test]
@@ -190,12 +229,16 @@ fn no_room_for_the_new_initramfs_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let src = copy_sparse(&fixture_cloud(), dir.path(), "full.img");
     debugfs(&src.display().to_string(), "ssv free_blocks_count 100", true);
-    let dst = dir.path().join("hvm.img");
+    let before = sha256(&src);
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let dst = out_dir.join("hvm.img");
     let out = pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--layout", "mbr", "-q"]).output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("not enough free space for the rebuilt /boot/initrd.img-"), "{err}");
-    assert!(!dst.exists() && !dir.path().join("hvm.img.partial").exists());
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0, "nothing is left in the output directory");
+    assert_eq!(sha256(&src), before, "the source is unchanged");
 }
 
 #[test]
@@ -209,4 +252,109 @@ fn keep_initramfs_leaves_it_untouched() {
     let path = format!("/boot/initrd.img-{ver}");
     assert!(!guest_exists(&t, &format!("{path}.pv2hvm-orig")));
     assert_eq!(dump(&t, &path, &dir.path().join("a")), dump(&src.display().to_string(), &path, &dir.path().join("b")));
+}
+
+#[test]
+fn rebuilding_the_whole_initramfs_gives_the_same_drivers() {
+    let c = convert_with(&fixture_generic(), true);
+    assert_eq!(c.report["report"]["plan"]["initramfs"][0]["mode"], "rebuild");
+    let ours = Initramfs::parse(&c.rebuilt).unwrap();
+    assert_eq!(Initramfs::parse(&c.original).unwrap().segments.len(), ours.segments.len(), "no archive appended");
+    check_indexes(&c);
+    let shown = modprobe_show(&c, "nvme");
+    assert!(shown.find("nvme-core.ko").unwrap() < shown.find("/nvme.ko").unwrap(), "{shown}");
+    assert!(guest_file(&c, "etc/modules-load.d/pv2hvm.conf").lines().any(|l| l == "nvme"));
+}
+
+#[test]
+fn the_guests_own_listing_tools_still_read_the_new_initramfs() {
+    // initramfs-tools' unmkinitramfs and dracut's lsinitrd handle an initramfs with an archive
+    // appended: they read the original archive, as before, and stop at its end.
+    let c = convert(&fixture_cloud());
+    let file = c._dir.path().join("initrd");
+    std::fs::write(&file, &c.rebuilt).unwrap();
+    let out = c._dir.path().join("unmk");
+    run_ok(Command::new("unmkinitramfs").arg(&file).arg(&out));
+    assert!(out.join("init").is_file() && out.join("conf/initramfs.conf").is_file(), "the original archive unpacks");
+    let g = convert(&fixture_generic());
+    let file = g._dir.path().join("initrd");
+    std::fs::write(&file, &g.rebuilt).unwrap();
+    let listing = stdout(&run_ok(Command::new("lsinitrd").arg(&file)));
+    assert!(listing.contains("dracut modules:") && listing.contains("usr/lib/systemd"), "{listing}");
+}
+
+/// Copies a guest file to another name with debugfs.
+fn guest_copy(target: &str, from: &str, to: &str) {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    debugfs(target, &format!("dump {from} {}", tmp.path().display()), false);
+    debugfs(target, &format!("write {} {to}", tmp.path().display()), true);
+}
+
+#[test]
+fn all_kernels_injects_into_every_kernel_of_the_bootloader_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = copy_sparse(&fixture_cloud(), dir.path(), "two.img");
+    let t = src.display().to_string();
+    let ver = kernel_version(&t);
+    let second = format!("{ver}-second");
+    for f in ["vmlinuz", "initrd.img", "config"] {
+        guest_copy(&t, &format!("/boot/{f}-{ver}"), &format!("/boot/{f}-{second}"));
+    }
+    debugfs(&t, &format!("symlink /lib/modules/{second} /lib/modules/{ver}"), true);
+    let menu = guest_cat(&t, "/boot/grub/menu.lst");
+    let entry = menu[menu.find("title").unwrap()..].replace(&ver, &second);
+    guest_write(&t, "/boot/grub/menu.lst", &format!("{menu}\n{entry}"));
+
+    let kernels = |args: &[&str]| -> Vec<String> {
+        let out = run_ok(pv2hvm().arg("plan").arg(&src).args(["--format", "json"]).args(args));
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        p["initramfs"].as_array().unwrap().iter().map(|i| i["kernel"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(kernels(&[]), std::slice::from_ref(&ver), "by default only the default entry's kernel");
+    assert_eq!(kernels(&["--all-kernels"]), [ver.clone(), second.clone()]);
+
+    let dst = dir.path().join("hvm.img");
+    run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--all-kernels", "-q"]));
+    let d = dst.display().to_string();
+    e2fsck_clean(&d);
+    for k in [&ver, &second] {
+        assert!(guest_exists(&d, &format!("/boot/initrd.img-{k}.pv2hvm-orig")), "{k}'s initramfs was rewritten");
+        let new = dump(&d, &format!("/boot/initrd.img-{k}"), &dir.path().join("new"));
+        let ird = Initramfs::parse(&new).unwrap();
+        assert!(ird.entries().any(|e| e.path().ends_with("/ena.ko")), "{k} got ena");
+    }
+}
+
+#[test]
+fn rebuilt_indexes_agree_with_depmod_over_the_rebuilt_tree() {
+    // depmod run over the unpacked new initramfs must find the same dependencies, aliases
+    // and symbols, and modprobe must resolve every module the same through either index.
+    let c = convert(&fixture_cloud());
+    let ours = moddir(&c);
+    let theirs_root = c._dir.path().join("depmod");
+    run_ok(Command::new("cp").arg("-a").arg(&c.unpacked).arg(&theirs_root));
+    run_ok(Command::new("depmod").arg("-b").arg(&theirs_root).arg(&c.kernel));
+    let theirs = theirs_root.join("usr/lib/modules").join(&c.kernel);
+    let sorted = |dir: &Path, f: &str| {
+        let mut l: Vec<String> = std::fs::read_to_string(dir.join(f)).unwrap().lines().map(str::to_string).collect();
+        l.sort();
+        l
+    };
+    for f in ["modules.dep", "modules.alias", "modules.symbols"] {
+        assert_eq!(sorted(&ours, f), sorted(&theirs, f), "{f}");
+    }
+    let dep = std::fs::read_to_string(ours.join("modules.dep")).unwrap();
+    let show = |root: &Path, m: &str| {
+        stdout(&run_ok(
+            Command::new("modprobe").arg("-d").arg(root).arg("-S").arg(&c.kernel).arg("--show-depends").arg(m),
+        ))
+        .replace(&root.display().to_string(), "ROOT")
+    };
+    let mut checked = 0;
+    for m in dep.lines().filter_map(|l| l.split(':').next()) {
+        let name = m.rsplit('/').next().unwrap().trim_end_matches(".ko");
+        assert_eq!(show(&c.unpacked, name), show(&theirs_root, name), "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked}");
 }

@@ -46,3 +46,36 @@ fn indexes_match(ird: Initramfs) {
     assert_eq!(kmod_index::alias_index(&text("modules.alias"), &order), bin("modules.alias.bin"));
     assert_eq!(kmod_index::symbols_index(&text("modules.symbols"), &order), bin("modules.symbols.bin"));
 }
+
+/// Unpacks an initramfs with initramfs-tools' unmkinitramfs (early archives and the main one)
+/// and lists every path with its type, mode and a hash of its content.
+fn unpacked_tree(initrd: &[u8]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("initrd");
+    std::fs::write(&file, initrd).unwrap();
+    let root = dir.path().join("root");
+    run_ok(std::process::Command::new("unmkinitramfs").arg(&file).arg(&root));
+    let out = run_ok(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("find . -printf '%p %y %m %l\\n' | sort; find . -type f -print0 | sort -z | xargs -0 sha256sum")
+            .current_dir(&root),
+    );
+    stdout(&out).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn every_archive_written_anew_unpacks_to_the_same_tree_with_the_hosts_tools() {
+    for fx in [fixture_cloud(), fixture_generic()] {
+        let data = fixture_initramfs(fx);
+        let mut ird = Initramfs::parse(&data).unwrap();
+        for s in &mut ird.segments {
+            s.changed = true;
+        }
+        let rewritten = ird.to_bytes().unwrap();
+        assert_ne!(rewritten, data, "every archive was encoded again, not copied");
+        let (ours, theirs) = (unpacked_tree(&rewritten), unpacked_tree(&data));
+        assert!(ours.len() > 100, "{} entries", ours.len());
+        assert_eq!(ours, theirs, "our cpio writer and compressor give the same files, modes and links");
+    }
+}

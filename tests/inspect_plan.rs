@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -22,7 +23,8 @@ fn driver(kernel: &Value, name: &str) -> String {
     kernel["drivers"].as_array().unwrap().iter().find(|d| d["name"] == name).unwrap()["state"].as_str().unwrap().into()
 }
 
-/// A minimal JSON Schema check: type, const, enum, required, properties and items.
+/// A minimal JSON Schema check: type, const, enum, required, properties (closed by
+/// `additionalProperties: false`) and items.
 fn validate(schema: &Value, v: &Value, at: &str) {
     if let Some(t) = schema.get("type") {
         let types: Vec<&str> = match t {
@@ -47,7 +49,7 @@ fn validate(schema: &Value, v: &Value, at: &str) {
     if let Some(e) = schema.get("enum") {
         assert!(e.as_array().unwrap().contains(v), "{at}: {v} not in {e}");
     }
-    for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+    for r in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter(|_| v.is_object()) {
         assert!(v.get(r.as_str().unwrap()).is_some(), "{at}: missing {r}");
     }
     if let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), v.as_object()) {
@@ -56,6 +58,16 @@ fn validate(schema: &Value, v: &Value, at: &str) {
                 validate(s, x, &format!("{at}/{k}"));
             }
         }
+        if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+            for k in obj.keys() {
+                assert!(props.contains_key(k), "{at}: {k} is not in the schema");
+            }
+        }
+    } else if v.is_object() {
+        assert!(
+            schema.get("type") != Some(&Value::String("object".into())),
+            "{at}: an object without properties in the schema"
+        );
     }
     if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
         for (i, x) in arr.iter().enumerate() {
@@ -137,7 +149,10 @@ fn inspect_ext3_label_dracut_fixture() {
     let p = plan(&fixture_ext3(), &[]);
     let paths: Vec<&str> = p["edits"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["/boot/grub/menu.lst", "/etc/dracut.conf.d/pv2hvm.conf"], "fstab by LABEL= needs no edit");
-    assert!(p["device_map"].as_array().unwrap().iter().all(|m| m["pv_device"] == "(root volume)"));
+    let map = p["device_map"].as_array().unwrap();
+    assert_eq!(map.len(), 1, "{map:?}");
+    assert_eq!(map[0]["pv_device"], "(root volume)");
+    assert_eq!(map[0]["nitro_device"], "/dev/nvme0n1", "in place, the whole disk");
 }
 
 #[test]
@@ -148,6 +163,20 @@ fn plan_fields_schema_and_formats() {
         validate(&schema, &p, "");
     }
     let p = plan(&fixture_generic(), &["--layout", "gpt", "--size", "5"]);
+    validate(&schema, &p, "");
+    // The schema is deep enough to catch a mistyped or unexpected field anywhere.
+    for (path, bad) in [
+        ("/disk/core_lba", Value::from("one")),
+        ("/initramfs/0/drivers/0/state", Value::from("somewhere")),
+        ("/source_layout/fs/surprise", Value::from(1)),
+        ("/device_map/0/partition", Value::Null),
+    ] {
+        let mut broken = p.clone();
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        broken.pointer_mut(parent).unwrap().as_object_mut().unwrap().insert(key.to_string(), bad);
+        let caught = std::panic::catch_unwind(|| validate(&schema, &broken, ""));
+        assert!(caught.is_err(), "the schema accepts a broken {path}");
+    }
     assert_eq!(p["options"]["layout"], "gpt");
     assert_eq!(p["options"]["size_gib"], 5);
     assert_eq!(p["playbook"], "debian-8-12");
@@ -210,9 +239,11 @@ fn saved_plan_drift_is_refused() {
     let fstab = guest_cat(&t, "/etc/fstab");
     guest_write(&t, "/etc/fstab", &format!("{fstab}/dev/xvdf /data ext4 defaults 0 2\n"));
     let dst = dir.path().join("hvm.img");
+    let drifted = sha256(&src);
     let out = pv2hvm().arg("convert").arg("--plan").arg(&saved).arg(&src).arg(&dst).arg("-q").output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(sha256(&src), drifted, "the source is unchanged");
     assert!(
         err.contains(
             "the source has drifted from the saved plan: /etc/fstab changed since the plan was made; make a new plan"
@@ -222,8 +253,13 @@ fn saved_plan_drift_is_refused() {
     assert!(!dst.exists() && !dir.path().join("hvm.img.partial").exists());
     // A plan file from elsewhere is refused clearly.
     std::fs::write(&saved, "{\"schema_version\": 9}").unwrap();
+    let before = sha256(&src);
     let out = pv2hvm().arg("convert").arg("--plan").arg(&saved).arg(&src).arg(&dst).output().unwrap();
-    assert!(stderr(&out).contains("plan schema_version 9 is not supported"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("plan schema_version 9 is not supported"), "{err}");
+    assert!(!dst.exists() && !dir.path().join("hvm.img.partial").exists());
+    assert_eq!(sha256(&src), before);
 }
 
 #[test]
@@ -237,4 +273,95 @@ fn user_playbook_wins_and_adds_kernel_arguments() {
     let p = plan(&fixture_cloud(), &["--playbooks", dir.path().to_str().unwrap()]);
     assert_eq!(p["playbook"], "site");
     assert!(p["edits"][0]["diff"].as_str().unwrap().contains("net.ifnames=0"));
+}
+
+/// Saves a plan of a fresh copy of the cloud fixture, changes the copy with `change`, and
+/// expects `convert --plan` to refuse naming `expect`, leaving the copy as it was.
+fn drift(change: impl Fn(&std::path::Path, &std::path::Path), expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = copy_sparse(&fixture_cloud(), dir.path(), "pv.img");
+    let saved = dir.path().join("plan.json");
+    run_ok(pv2hvm().arg("plan").arg(&src).arg("-o").arg(&saved));
+    change(&src, &saved);
+    let before = sha256(&src);
+    let dst = dir.path().join("hvm.img");
+    let out = pv2hvm().arg("convert").arg("--plan").arg(&saved).arg(&src).arg(&dst).arg("-q").output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("the source has drifted from the saved plan") && err.contains(expect), "{expect:?}: {err}");
+    assert!(!dst.exists() && !dir.path().join("hvm.img.partial").exists());
+    assert_eq!(sha256(&src), before);
+}
+
+#[test]
+fn drift_by_filesystem_uuid() {
+    drift(
+        |src, _| {
+            run_ok(Command::new("tune2fs").arg("-U").arg("5f0e3f7a-0000-4000-8000-00000000abcd").arg(src));
+        },
+        "the filesystem UUID is 5f0e3f7a-0000-4000-8000-00000000abcd, the plan was made for",
+    );
+}
+
+#[test]
+fn drift_by_initramfs_content() {
+    drift(
+        |src, _| {
+            let t = src.display().to_string();
+            let ver = kernel_version(&t);
+            let path = format!("/boot/initrd.img-{ver}");
+            let tmp = tempfile::NamedTempFile::new().unwrap();
+            debugfs(&t, &format!("dump {path} {}", tmp.path().display()), false);
+            let mut data = std::fs::read(tmp.path()).unwrap();
+            data.extend_from_slice(&[0u8; 512]);
+            std::fs::write(tmp.path(), data).unwrap();
+            debugfs(&t, &format!("rm {path}"), true);
+            debugfs(&t, &format!("write {} {path}", tmp.path().display()), true);
+        },
+        "/boot/initrd.img-",
+    );
+}
+
+#[test]
+fn drift_by_options() {
+    drift(
+        |_, saved| {
+            let mut plan: Value = serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
+            plan["options"]["target"] = "xen".into();
+            std::fs::write(saved, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+        },
+        "the plan made now differs in",
+    );
+}
+
+#[test]
+fn hwaddr_pins_are_reported_and_a_xvc0_console_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = copy_sparse(&fixture_cloud(), dir.path(), "pv.img");
+    let t = src.display().to_string();
+    debugfs(&t, "mkdir /etc/sysconfig", true);
+    debugfs(&t, "mkdir /etc/sysconfig/network-scripts", true);
+    guest_write(&t, "/etc/sysconfig/network-scripts/ifcfg-eth0", "DEVICE=eth0\nHWADDR=12:34:56:78:9a:bc\nONBOOT=yes\n");
+    let menu = guest_cat(&t, "/boot/grub/menu.lst");
+    assert!(menu.contains("console=hvc0"), "{menu}");
+    guest_write(&t, "/boot/grub/menu.lst", &menu.replace("console=hvc0", "console=xvc0"));
+
+    let r = inspect(&src);
+    assert_eq!(r["console"]["hwaddr_pins"], serde_json::json!(["/etc/sysconfig/network-scripts/ifcfg-eth0"]));
+    assert_eq!(r["console"]["kernel_consoles"], serde_json::json!(["xvc0"]));
+    let text = stdout(&run_ok(pv2hvm().arg("inspect").arg(&src)));
+    assert!(text.contains("network      /etc/sysconfig/network-scripts/ifcfg-eth0 pins HWADDR="), "{text}");
+
+    let p = plan(&src, &[]);
+    let edit = p["edits"].as_array().unwrap().iter().find(|e| e["path"] == "/boot/grub/menu.lst").unwrap();
+    let notes: Vec<&str> = edit["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert!(notes.contains(&"line 7: console=xvc0 removed"), "{notes:?}");
+    assert!(notes.contains(&"line 7: console=tty0 console=ttyS0,115200n8 added"), "{notes:?}");
+    let diff = edit["diff"].as_str().unwrap();
+    assert!(diff.contains("-kernel") && diff.contains("console=xvc0"), "{diff}");
+    assert!(
+        diff.lines().any(|l| l.starts_with("+kernel")
+            && l.ends_with("console=tty0 console=ttyS0,115200n8 nvme_core.io_timeout=4294967295")),
+        "{diff}"
+    );
 }

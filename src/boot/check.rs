@@ -186,6 +186,7 @@ pub fn run(check: &BootCheck) -> Result<BootOutcome, BootCheckError> {
         .spawn()
         .map_err(BootCheckError::Spawn)?;
     let (tx, rx) = mpsc::channel::<String>();
+    let _registered = crate::io::cleanup::register_child(child.id());
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let tx2 = tx.clone();

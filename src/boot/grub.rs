@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::disk::layout::SECTOR;
 use crate::guest::bootcfg::ConfigDialect;
 use crate::host::find_on_path;
 
@@ -46,6 +45,8 @@ const KERNEL_SECTOR: usize = 0x5C;
 const DRIVE_CHECK: usize = 0x66;
 const CORE_BLOCKLIST_START: usize = 0x1F4;
 const BLOCKLIST_ENTRY: usize = 12;
+/// BIOS disk sector size: diskboot's blocklist counts sectors of 512 bytes.
+const SECTOR: u64 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrubError {

@@ -77,14 +77,24 @@ pub struct ConvertArgs {
     /// The PV volume: an unpartitioned ext2/3/4 filesystem, or an MBR disk.
     pub src: PathBuf,
     /// The HVM disk image to write (raw, sparse).
-    pub dst: PathBuf,
+    #[arg(required_unless_present = "in_place")]
+    pub dst: Option<PathBuf>,
+    /// Convert SRC itself, in place, writing only the changed blocks (needs --undo or --no-undo).
+    #[arg(long, conflicts_with = "dst")]
+    pub in_place: bool,
+    /// With --in-place: save every overwritten block here first; `e2undo UNDO SRC` restores SRC.
+    #[arg(long, value_name = "UNDO", requires = "in_place")]
+    pub undo: Option<PathBuf>,
+    /// With --in-place: keep no undo file.
+    #[arg(long, requires = "in_place", conflicts_with = "undo")]
+    pub no_undo: bool,
     #[command(flatten)]
     pub spec: ConvertSpec,
     /// A directory of extra playbooks (*.toml), tried before the shipped ones.
     #[arg(long, value_name = "DIR")]
     pub playbooks: Option<PathBuf>,
     /// Apply exactly this saved plan (from `pv2hvm plan -o`); refuses if SRC drifted.
-    #[arg(long = "plan", value_name = "PLAN.json", conflicts_with_all = ["layout", "size_gib", "target", "all_kernels", "keep_initramfs"])]
+    #[arg(long = "plan", value_name = "PLAN.json", conflicts_with_all = ["layout", "size_gib", "target", "all_kernels", "keep_initramfs", "initramfs"])]
     pub saved_plan: Option<PathBuf>,
     /// Print the plan and write nothing.
     #[arg(long)]
@@ -98,6 +108,9 @@ pub struct ConvertArgs {
     /// Seconds to wait for each --boot-check boot.
     #[arg(long, default_value_t = 240)]
     pub boot_timeout: u64,
+    /// With --boot-check: keep DST even when a boot falls short (the run still fails).
+    #[arg(long, requires = "boot_check")]
+    pub keep_failed: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// GRUB i386-pc directory (default /usr/lib/grub/i386-pc).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pv2hvm::boot::check::{self, BootOutcome};
-use pv2hvm::convert::{self, Environment};
+use pv2hvm::convert::{self, BootRequest, Environment};
 use pv2hvm::guest::playbook::{self, Playbook};
 use pv2hvm::plan::Plan;
 use pv2hvm::{Error, ErrorKind, io};
@@ -29,7 +29,11 @@ fn print_plan(format: Format, plan: &Plan) -> Result<()> {
 }
 
 pub fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
-    let what = || format!("converting {} to {}", a.src.display(), a.dst.display());
+    let dst = a.dst.clone().unwrap_or_else(|| a.src.clone());
+    let what = || match a.in_place {
+        true => format!("converting {} in place", a.src.display()),
+        false => format!("converting {} to {}", a.src.display(), dst.display()),
+    };
     let (spec, expected_plan) = match &a.saved_plan {
         Some(p) => {
             let saved = pv2hvm::plan::saved::load(p).map_err(Error::from)?;
@@ -40,7 +44,7 @@ pub fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
     let books = playbooks(a.playbooks.as_deref())?;
     let source = io::open_source(&a.src).map_err(Error::from).with_context(what)?;
     if a.dry_run {
-        let plan = convert::plan_only(source, &spec, &books, Some(a.dst.display().to_string()))
+        let plan = convert::plan_only(source, &spec, &books, Some(dst.display().to_string()))
             .with_context(|| format!("planning the conversion of {}", a.src.display()))?;
         if let Some(saved) = &expected_plan {
             pv2hvm::plan::saved::check(saved, &plan)?;
@@ -49,21 +53,28 @@ pub fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let disk_size = spec.disk_size(source.len());
-    let sink = io::create_sink(&a.dst, disk_size, a.force, &a.src).map_err(Error::from).with_context(what)?;
-    let work_dir = a.dst.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let env = Environment { grub_dir: a.grub_dir.clone(), work_dir, playbooks: books, expected_plan };
-    let report = convert::convert(source, sink, &spec, &env, &Drawer::new(quiet)).with_context(what)?;
-    let boots = if a.boot_check {
-        check::run_each(&a.dst, &a.boot_bus, Duration::from_secs(a.boot_timeout), None)
-            .map_err(Error::from)
-            .context("boot check")?
+    let sink = if a.in_place {
+        check_in_place(&a, &spec, disk_size, source.len()).with_context(what)?;
+        io::open_in_place_sink(&a.src, a.undo.as_deref()).map_err(Error::from).with_context(what)?
     } else {
-        Vec::new()
+        io::create_sink(&dst, disk_size, a.force, &a.src).map_err(Error::from).with_context(what)?
     };
+    if let Some(notice) = sink.notice() {
+        eprintln!("pv2hvm: {notice}");
+    }
+    let work_dir = dst.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let boot_check = a.boot_check.then(|| BootRequest {
+        buses: a.boot_bus.clone(),
+        timeout: Duration::from_secs(a.boot_timeout),
+        keep_failed: a.keep_failed,
+    });
+    let env = Environment { grub_dir: a.grub_dir.clone(), work_dir, playbooks: books, expected_plan, boot_check };
+    let report = convert::convert(source, sink, &spec, &env, &Drawer::new(quiet)).with_context(what)?;
+    let boots = &report.boot_checks;
     match a.format {
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "report": &report, "boot_checks": &boots }))?
+            serde_json::to_string_pretty(&serde_json::json!({ "report": &report, "boot_checks": boots }))?
         ),
         Format::Markdown => print!("{}", report.plan.render_markdown()),
         Format::Text => print!("{}", report.plan.render_text()),
@@ -72,16 +83,38 @@ pub fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
         println!(
             "\nconverted {} -> {} in {:.1} s ({} bytes of data copied, {} bytes edited)",
             a.src.display(),
-            a.dst.display(),
+            dst.display(),
             report.seconds,
             report.bytes_copied,
             report.bytes_edited
         );
-        for b in &boots {
+        for b in boots {
             println!("boot check: {}", b.summary());
         }
     }
-    boots_ok(&boots)
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--in-place` converts SRC itself: only with the in-place layout, at SRC's size, and with an
+/// undo file unless the user declines one.
+fn check_in_place(a: &ConvertArgs, spec: &pv2hvm::spec::ConvertSpec, disk_size: u64, len: u64) -> Result<()> {
+    let refuse = |why: String| -> Result<()> { Err(Error::Refused(why).into()) };
+    if spec.layout != pv2hvm::spec::LayoutKind::InPlace {
+        return refuse(format!(
+            "--in-place keeps the filesystem where it is: --layout {} moves it; write to a new DST instead",
+            spec.layout
+        ));
+    }
+    if disk_size != len {
+        return refuse("--in-place keeps the image's size: --size cannot change it".into());
+    }
+    if a.undo.is_none() && !a.no_undo {
+        return refuse(format!(
+            "--in-place edits {} itself: pass --undo FILE to be able to restore it with e2undo, or --no-undo",
+            a.src.display()
+        ));
+    }
+    Ok(())
 }
 
 fn boots_ok(boots: &[BootOutcome]) -> Result<ExitCode> {

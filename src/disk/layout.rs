@@ -40,6 +40,10 @@ pub enum LayoutError {
         "in place, core.img needs {need} bytes of free space in the root filesystem, which has {free}: use --layout mbr"
     )]
     NoRoomForCore { need: u64, free: u64 },
+    #[error(
+        "in place, core.img goes in the root filesystem's boot-loader inode 5, which already holds {0} bytes (another bootloader's): use --layout mbr"
+    )]
+    BootLoaderInodeInUse(u64),
     #[error("writing the GPT: {0}")]
     Gpt(String),
     #[error(transparent)]

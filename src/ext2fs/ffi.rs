@@ -46,6 +46,14 @@ pub struct ext2_filsys_head {
     /// The in-memory `struct ext2_super_block`, kept current as blocks are allocated.
     pub super_: *mut c_void,
     pub blocksize: c_uint,
+    pub fragsize: c_int,
+    pub group_desc_count: u32,
+    pub desc_blocks: libc::c_ulong,
+    pub group_desc: *mut c_void,
+    pub inode_blocks_per_group: c_uint,
+    pub inode_map: *mut c_void,
+    /// The block bitmap, once `ext2fs_read_bitmaps` loaded it.
+    pub block_map: *mut c_void,
 }
 
 pub type ReadError =
@@ -143,12 +151,61 @@ pub type DirIterFn = unsafe extern "C" fn(
     priv_data: *mut c_void,
 ) -> c_int;
 
+pub type BlockIterFn = unsafe extern "C" fn(
+    fs: ext2_filsys,
+    blocknr: *mut u64,
+    blockcnt: i64,
+    ref_blk: u64,
+    ref_offset: c_int,
+    priv_data: *mut c_void,
+) -> c_int;
+
 pub type XattrIterFn =
     unsafe extern "C" fn(name: *mut c_char, value: *mut c_char, value_len: size_t, data: *mut c_void) -> c_int;
 
 unsafe extern "C" {
+    pub static unix_io_manager: io_manager;
+    pub static undo_io_manager: io_manager;
+    pub fn set_undo_io_backing_manager(manager: io_manager) -> errcode_t;
+    pub fn set_undo_io_backup_file(file_name: *mut c_char) -> errcode_t;
+    pub fn io_channel_write_byte(
+        channel: *mut IoChannel,
+        offset: c_ulong,
+        count: c_int,
+        data: *const c_void,
+    ) -> errcode_t;
     pub fn ext2fs_get_library_version(ver: *mut *const c_char, date: *mut *const c_char) -> c_int;
     pub fn ext2fs_free_blocks_count(sb: *mut c_void) -> u64;
+    pub fn ext2fs_blocks_count(sb: *mut c_void) -> u64;
+    pub fn ext2fs_allocate_block_bitmap(fs: ext2_filsys, descr: *const c_char, ret: *mut *mut c_void) -> errcode_t;
+    pub fn ext2fs_free_block_bitmap(bitmap: *mut c_void);
+    pub fn ext2fs_mark_block_bitmap2(bitmap: *mut c_void, block: u64) -> c_int;
+    pub fn ext2fs_mark_block_bitmap_range2(bitmap: *mut c_void, block: u64, num: c_uint);
+    pub fn ext2fs_reserve_super_and_bgd(fs: ext2_filsys, group: u32, bmap: *mut c_void) -> c_int;
+    pub fn ext2fs_block_bitmap_loc(fs: ext2_filsys, group: u32) -> u64;
+    pub fn ext2fs_inode_bitmap_loc(fs: ext2_filsys, group: u32) -> u64;
+    pub fn ext2fs_inode_table_loc(fs: ext2_filsys, group: u32) -> u64;
+    pub fn ext2fs_bg_itable_unused(fs: ext2_filsys, group: u32) -> u32;
+    pub fn ext2fs_open_inode_scan(fs: ext2_filsys, buffer_blocks: c_int, ret: *mut *mut c_void) -> errcode_t;
+    pub fn ext2fs_get_next_inode_full(
+        scan: *mut c_void,
+        ino: *mut ext2_ino_t,
+        inode: *mut ext2_inode,
+        bufsize: c_int,
+    ) -> errcode_t;
+    pub fn ext2fs_close_inode_scan(scan: *mut c_void);
+    pub fn ext2fs_file_acl_block(fs: ext2_filsys, inode: *const ext2_inode) -> u64;
+    pub fn ext2fs_inode_has_valid_blocks2(fs: ext2_filsys, inode: *mut ext2_inode) -> c_int;
+    pub fn ext2fs_block_iterate3(
+        fs: ext2_filsys,
+        ino: ext2_ino_t,
+        flags: c_int,
+        block_buf: *mut c_char,
+        func: BlockIterFn,
+        priv_data: *mut c_void,
+    ) -> errcode_t;
+    pub fn ext2fs_find_first_set_block_bitmap2(bitmap: *mut c_void, start: u64, end: u64, out: *mut u64) -> errcode_t;
+    pub fn ext2fs_find_first_zero_block_bitmap2(bitmap: *mut c_void, start: u64, end: u64, out: *mut u64) -> errcode_t;
     pub fn ext2fs_write_inode(fs: ext2_filsys, ino: ext2_ino_t, inode: *mut ext2_inode) -> errcode_t;
     pub fn ext2fs_bmap2(
         fs: ext2_filsys,

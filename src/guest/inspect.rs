@@ -73,7 +73,8 @@ pub struct Guest {
     pub source: String,
     pub os: super::os::OsInfo,
     pub layout: SourceLayout,
-    pub boot: BootConfig,
+    /// The bootloader config PV-GRUB reads; `None` when the guest has none.
+    pub boot: Option<BootConfig>,
     pub kernels: Vec<Kernel>,
     /// The kernel the default entry boots, when it is one of `kernels`.
     pub default_kernel: Option<Kernel>,
@@ -95,8 +96,13 @@ pub struct XenOnly {
 }
 
 impl Guest {
-    /// Refuses a guest whose kernel cannot run as an HVM guest.
-    pub fn check_convertible(&self) -> Result<(), InspectError> {
+    /// Refuses a guest pv2hvm cannot convert: no kernel, no bootloader config, or a kernel
+    /// that cannot run as an HVM guest. Returns the bootloader config of one it can.
+    pub fn check_convertible(&self) -> Result<&BootConfig, InspectError> {
+        if self.kernels.is_empty() {
+            return Err(InspectError::NoKernel { image: self.source.clone() });
+        }
+        let Some(boot) = &self.boot else { return Err(InspectError::NoBootConfig { image: self.source.clone() }) };
         match &self.xen_only {
             Some(x) => Err(InspectError::XenOnlyKernel {
                 image: self.source.clone(),
@@ -104,7 +110,7 @@ impl Guest {
                 config: x.config.clone(),
                 symbol: x.symbol.clone(),
             }),
-            None => Ok(()),
+            None => Ok(boot),
         }
     }
 }
@@ -117,13 +123,11 @@ pub fn open(src: &Arc<dyn BlockSource>) -> Result<(SourceLayout, Ext2Fs), Inspec
     Ok((layout, fs))
 }
 
-/// Inspects an already-open filesystem (the source, or the converted copy).
+/// Inspects an already-open filesystem: what it holds, whether or not it can be converted
+/// ([`Guest::check_convertible`] says).
 pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Guest, InspectError> {
     let fserr = |err| InspectError::Filesystem { image: source.to_string(), err };
     let kernels = find_kernels(fs).map_err(fserr)?;
-    if kernels.is_empty() {
-        return Err(InspectError::NoKernel { image: source.to_string() });
-    }
     let mut boot = None;
     for (p, dialect) in BOOT_CONFIGS {
         if let Some(r) = fs.try_resolve(p).map_err(fserr)?
@@ -145,8 +149,7 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
             break;
         }
     }
-    let boot = boot.ok_or_else(|| InspectError::NoBootConfig { image: source.to_string() })?;
-    let default_kernel = boot.default_kernel.as_deref().and_then(|img| {
+    let default_kernel = boot.as_ref().and_then(|b| b.default_kernel.as_deref()).and_then(|img| {
         let base = img.rsplit('/').next().unwrap_or(img);
         kernels.iter().find(|k| k.image.rsplit('/').next() == Some(base)).cloned()
     });

@@ -29,7 +29,8 @@ pub struct InspectReport {
     pub playbook: String,
     pub kernels: Vec<KernelReport>,
     pub default_kernel: Option<String>,
-    pub bootloader: BootReport,
+    /// The bootloader config; `None` when the guest has none (the verdicts say so).
+    pub bootloader: Option<BootReport>,
     pub fstab: Vec<FstabRow>,
     pub console: ConsoleReport,
     pub verdicts: Verdicts,
@@ -152,16 +153,14 @@ pub fn inspect(
         }
         kernels.push(row);
     }
-    let xen_only = guest.check_convertible().err().map(|e| e.to_string());
-    let verdict = |family: Family, families| match &default_survey {
-        _ if xen_only.is_some() => {
-            Verdict { possible: false, families, missing: vec![xen_only.clone().expect("checked")] }
-        }
-        Some(s) => {
+    let refused = guest.check_convertible().err().map(|e| e.to_string());
+    let verdict = |family: Family, families| match (&refused, &default_survey) {
+        (Some(why), _) => Verdict { possible: false, families, missing: vec![why.clone()] },
+        (None, Some(s)) => {
             let missing = s.missing_for(family);
             Verdict { possible: missing.is_empty(), families, missing }
         }
-        None => Verdict {
+        (None, None) => Verdict {
             possible: false,
             families,
             missing: vec!["the default kernel's drivers could not be surveyed (see kernels)".into()],
@@ -190,15 +189,16 @@ pub fn inspect(
     })
 }
 
-fn boot_report(guest: &Guest) -> BootReport {
-    let bootcfg::Entries { default, entries } = bootcfg::parse(&guest.boot.text, guest.boot.dialect);
-    BootReport {
-        path: guest.boot.path.clone(),
-        real_path: guest.boot.real_path.clone(),
-        dialect: guest.boot.dialect,
+fn boot_report(guest: &Guest) -> Option<BootReport> {
+    let boot = guest.boot.as_ref()?;
+    let bootcfg::Entries { default, entries } = bootcfg::parse(&boot.text, boot.dialect);
+    Some(BootReport {
+        path: boot.path.clone(),
+        real_path: boot.real_path.clone(),
+        dialect: boot.dialect,
         default,
         entries,
-    }
+    })
 }
 
 fn fstab_rows(guest: &Guest) -> Vec<FstabRow> {
@@ -213,7 +213,8 @@ fn fstab_rows(guest: &Guest) -> Vec<FstabRow> {
             {
                 "the root filesystem: unchanged".to_string()
             } else if is_device_name(spec)
-                && (entry.mountpoint == "/" || guest.boot.default_root.as_deref() == Some(spec))
+                && (entry.mountpoint == "/"
+                    || guest.boot.as_ref().and_then(|b| b.default_root.as_deref()) == Some(spec))
             {
                 format!("the root filesystem: becomes UUID={uuid}")
             } else if is_device_name(spec) {
@@ -261,8 +262,11 @@ fn console_report(fs: &Ext2Fs, guest: &Guest) -> Result<ConsoleReport, crate::ex
             }
         }
     }
-    let entries = bootcfg::parse(&guest.boot.text, guest.boot.dialect);
-    let kernel_consoles = entries.default_entry().map(|e| e.console.clone()).unwrap_or_default();
+    let kernel_consoles = guest
+        .boot
+        .as_ref()
+        .and_then(|b| bootcfg::parse(&b.text, b.dialect).default_entry().map(|e| e.console.clone()))
+        .unwrap_or_default();
     Ok(ConsoleReport {
         init_system: guest.os.init_system.clone(),
         kernel_consoles,
@@ -326,14 +330,12 @@ impl InspectReport {
                 line("", rows.join(", "));
             }
         }
-        line(
-            "bootloader",
-            format!(
-                "{} ({:?}), default entry {}",
-                self.bootloader.real_path, self.bootloader.dialect, self.bootloader.default
-            ),
-        );
-        for e in &self.bootloader.entries {
+        let Some(boot) = &self.bootloader else {
+            line("bootloader", "none found (looked for menu.lst, grub.conf and grub.cfg)".into());
+            return self.render_rest(s);
+        };
+        line("bootloader", format!("{} ({:?}), default entry {}", boot.real_path, boot.dialect, boot.default));
+        for e in &boot.entries {
             line(
                 "",
                 format!(
@@ -345,6 +347,12 @@ impl InspectReport {
                 ),
             );
         }
+        self.render_rest(s)
+    }
+
+    /// The lines after the bootloader's: fstab, console, network, verdicts, bytes read.
+    fn render_rest(&self, mut s: String) -> String {
+        let mut line = |k: &str, v: String| s.push_str(&format!("{k:<12} {v}\n"));
         for f in &self.fstab {
             line("fstab", format!("{} {} {}: {}", f.entry.spec, f.entry.mountpoint, f.entry.fstype, f.resolves));
         }
@@ -396,7 +404,12 @@ impl InspectReport {
         );
         row("OS", format!("{} (playbook `{}`), init {}", self.os.pretty_name, self.playbook, self.os.init_system));
         row("Default kernel", self.default_kernel.as_deref().map_or("none".into(), |k| format!("`{k}`")));
-        row("Bootloader", format!("`{}`, default entry {}", self.bootloader.real_path, self.bootloader.default));
+        row(
+            "Bootloader",
+            self.bootloader
+                .as_ref()
+                .map_or("none found".into(), |b| format!("`{}`, default entry {}", b.real_path, b.default)),
+        );
         for (name, v) in [("Xen HVM", &self.verdicts.xen_hvm), ("Nitro", &self.verdicts.nitro)] {
             row(name, if v.possible { "possible".into() } else { format!("not possible: {}", v.missing.join("; ")) });
         }

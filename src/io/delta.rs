@@ -76,30 +76,17 @@ impl<'a> Delta<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::ops::Range;
+    use crate::io::MemorySource;
 
     use super::*;
 
-    struct Mem(Vec<u8>);
-    impl BlockSource for Mem {
-        fn describe(&self) -> String {
-            "mem".into()
-        }
-        fn len(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-            buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
-            Ok(())
-        }
-        fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
-            Ok(std::iter::once(0..self.0.len() as u64).collect())
-        }
+    fn mem(data: Vec<u8>) -> MemorySource {
+        MemorySource::new("mem", data)
     }
 
     #[test]
     fn only_real_differences_count() {
-        let src = Mem(vec![7u8; 3 * DELTA_BLOCK as usize]);
+        let src = mem(vec![7u8; 3 * DELTA_BLOCK as usize]);
         let mut d = Delta::new(&src);
         d.note(100, &[7u8; 5000]).unwrap();
         assert_eq!(d.report().changed_blocks, 0, "the same bytes again are no change");

@@ -8,14 +8,12 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::wrappers::{CopyError, ZeroSkipping, copy_range};
-use super::{BlockSink, BlockSource, BlockWrite, ProgressSource};
+use super::wrappers::{CopyError, copy_into_fresh};
+use super::{BlockSink, BlockSource, BlockWrite};
 use crate::progress::Progress;
 
 /// Bytes per `copy_file_range` call: progress is reported between calls.
 const FAST_CHUNK: u64 = 64 << 20;
-/// Bytes per read and write on the generic path.
-const COPY_CHUNK: usize = 4 << 20;
 
 /// A raw image file opened read-only.
 pub struct LocalFileSource {
@@ -105,16 +103,27 @@ pub struct LocalFileSink {
     partial: PathBuf,
     file: Option<File>,
     len: u64,
+    /// Removes `DST.partial` if the run is interrupted.
+    registered: Option<super::cleanup::Registered>,
+    /// A `DST.partial` left by an interrupted run was replaced.
+    replaced_stale: bool,
 }
 
 impl LocalFileSink {
-    /// Creates (or truncates a stale) `DST.partial` of `len` bytes, sparse.
+    /// Creates (or replaces a stale) `DST.partial` of `len` bytes, sparse.
     pub fn create(dest: &Path, len: u64) -> io::Result<Self> {
         let mut name = dest.as_os_str().to_owned();
         name.push(".partial");
         let partial = PathBuf::from(name);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&partial)?;
-        let sink = LocalFileSink { dest: dest.to_path_buf(), partial, file: Some(file), len };
+        let replaced_stale = partial.exists();
+        if replaced_stale {
+            // Its blocks may be shared or huge: start from an empty file, not a truncated one.
+            std::fs::remove_file(&partial)?;
+        }
+        let registered = Some(super::cleanup::register(&partial));
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&partial)?;
+        let sink =
+            LocalFileSink { dest: dest.to_path_buf(), partial, file: Some(file), len, registered, replaced_stale };
         if let Some(f) = &sink.file {
             f.set_len(len)?;
         }
@@ -141,6 +150,9 @@ impl BlockSink for LocalFileSink {
     fn local_image(&self) -> Option<&Path> {
         Some(&self.partial)
     }
+    fn notice(&self) -> Option<String> {
+        self.replaced_stale.then(|| format!("replacing {}, left behind by an interrupted run", self.partial.display()))
+    }
     fn copy_from(
         &mut self,
         source: &dyn BlockSource,
@@ -154,21 +166,29 @@ impl BlockSink for LocalFileSink {
         {
             return Ok(copied);
         }
-        let observed = ProgressSource::new(source, progress);
-        let mut zeros = ZeroSkipping::new(self);
-        copy_range(&observed, src_off, len, &mut zeros, dst_off, COPY_CHUNK)?;
-        Ok(zeros.written())
+        copy_into_fresh(source, src_off, len, self, dst_off, progress)
     }
     fn commit(mut self: Box<Self>) -> io::Result<()> {
         let Some(file) = self.file.take() else { return Err(io::Error::other("the sink was already committed")) };
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&self.partial, &self.dest)?;
+        let rename = || std::fs::rename(&self.partial, &self.dest);
+        match self.registered.take() {
+            Some(r) => r.settle(rename)?,
+            None => rename()?,
+        }
         if let Some(dir) = self.dest.parent() {
             let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
             File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+}
+
+impl LocalFileSink {
+    /// True when creating the sink replaced a `DST.partial` an interrupted run left behind.
+    pub fn replaced_stale(&self) -> bool {
+        self.replaced_stale
     }
 }
 

@@ -8,8 +8,11 @@
 //!
 //! [`open_source`] and [`create_sink`] choose the implementation from what the user named.
 
+pub mod cleanup;
 pub mod delta;
+pub mod image;
 pub mod local;
+pub mod memory;
 pub mod overlay;
 pub mod wrappers;
 
@@ -19,6 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use local::{LocalFileSink, LocalFileSource};
+pub use memory::MemorySource;
 pub use overlay::Overlay;
 pub use wrappers::{CountingSource, ProgressSource, ZeroSkipping};
 
@@ -68,6 +72,11 @@ pub trait BlockSink: BlockWrite + Send {
     ) -> Result<u64, wrappers::CopyError>;
     /// Makes the result durable and visible at the destination.
     fn commit(self: Box<Self>) -> io::Result<()>;
+    /// Something the user should know about how the sink was set up (a stale `DST.partial`
+    /// replaced), if anything.
+    fn notice(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a source or destination name could not be opened.
@@ -117,6 +126,12 @@ pub fn open_source(name: &Path) -> Result<Arc<dyn BlockSource>, OpenError> {
     }
     let src = LocalFileSource::open(name).map_err(|err| OpenError::Source { name: shown, err })?;
     Ok(Arc::new(src))
+}
+
+/// Opens `image` as its own sink (`convert --in-place`), keeping an undo file at `undo` when
+/// given.
+pub fn open_in_place_sink(image: &Path, undo: Option<&Path>) -> Result<Box<dyn BlockSink>, OpenError> {
+    Ok(Box::new(image::ImageSink::open(image, undo)?))
 }
 
 /// Creates the sink for `dest`, a `len`-byte disk. Refuses a destination that is the source,

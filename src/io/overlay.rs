@@ -136,28 +136,16 @@ impl BlockSource for Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::MemorySource;
 
-    struct Mem(Vec<u8>);
-    impl BlockSource for Mem {
-        fn describe(&self) -> String {
-            "mem".into()
-        }
-        fn len(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-            buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
-            Ok(())
-        }
-        fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
-            Ok(std::iter::once(0..self.0.len() as u64).collect())
-        }
+    fn mem(data: Vec<u8>) -> MemorySource {
+        MemorySource::new("mem", data)
     }
 
     #[test]
     fn writes_shadow_the_source_and_partial_chunks_keep_the_rest() {
         let base: Vec<u8> = (0..5 * CHUNK as usize + 100).map(|i| (i % 251) as u8).collect();
-        let src = Arc::new(Mem(base.clone()));
+        let src = Arc::new(mem(base.clone()));
         let ov = Overlay::new(src.clone(), 100, base.len() as u64 - 100);
         ov.write_all_at(CHUNK - 10, &[0xAA; 20]).unwrap();
         let mut expect = base[100..].to_vec();
@@ -165,7 +153,7 @@ mod tests {
         let mut got = vec![0u8; expect.len()];
         ov.read_exact_at(0, &mut got).unwrap();
         assert_eq!(got, expect);
-        assert_eq!(src.0, base, "the source is never written");
+        assert_eq!(src.bytes(), &base[..], "the source is never written");
         let runs = ov.changed_runs();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].0, 0);
@@ -175,7 +163,7 @@ mod tests {
 
     #[test]
     fn the_last_partial_chunk_and_bounds() {
-        let src = Arc::new(Mem(vec![1u8; 10_000]));
+        let src = Arc::new(mem(vec![1u8; 10_000]));
         let ov = Overlay::new(src, 0, 10_000);
         ov.write_all_at(9_990, &[2u8; 10]).unwrap();
         let runs = ov.changed_runs();

@@ -143,6 +143,22 @@ pub fn copy_range(
     Ok(())
 }
 
+/// The copy every sink can do: reads through `progress`, zeros skipped (the sink starts out
+/// as zeros). Returns the bytes written.
+pub fn copy_into_fresh(
+    source: &dyn BlockSource,
+    src_off: u64,
+    len: u64,
+    sink: &mut dyn BlockWrite,
+    dst_off: u64,
+    progress: &dyn Progress,
+) -> Result<u64, CopyError> {
+    let observed = ProgressSource::new(source, progress);
+    let mut zeros = ZeroSkipping::new(sink);
+    copy_range(&observed, src_off, len, &mut zeros, dst_off, 4 << 20)?;
+    Ok(zeros.written())
+}
+
 /// Bytes in the data ranges of `src` between `src_off` and `src_off + len`.
 pub fn data_bytes(src: &dyn BlockSource, src_off: u64, len: u64) -> io::Result<u64> {
     let end = src_off + len;
@@ -169,24 +185,9 @@ pub enum CopyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::MemorySource;
     use crate::io::Overlay;
 
-    struct Mem(Vec<u8>);
-    impl BlockSource for Mem {
-        fn describe(&self) -> String {
-            "mem".into()
-        }
-        fn len(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-            buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
-            Ok(())
-        }
-        fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
-            Ok(std::iter::once(0..self.0.len() as u64).collect())
-        }
-    }
     struct Sink(Vec<u8>);
     impl BlockWrite for Sink {
         fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
@@ -195,11 +196,15 @@ mod tests {
         }
     }
 
+    fn mem(data: Vec<u8>) -> MemorySource {
+        MemorySource::new("mem", data)
+    }
+
     #[test]
     fn counting_and_zero_skipping_compose_with_copy() {
         let mut data = vec![0u8; 64 << 10];
         data[40_000] = 7;
-        let src = Arc::new(CountingSource::new(Arc::new(Mem(data.clone()))));
+        let src = Arc::new(CountingSource::new(Arc::new(mem(data.clone()))));
         let mut sink = Sink(vec![0u8; 80 << 10]);
         let mut skip = ZeroSkipping::new(&mut sink);
         copy_range(src.as_ref(), 0, data.len() as u64, &mut skip, 4096, 16 << 10).unwrap();
@@ -221,9 +226,9 @@ mod tests {
             fn finish(&self) {}
         }
         let sum = Sum(AtomicU64::new(0));
-        let mem = Mem(vec![1u8; 10_000]);
-        let src = ProgressSource::new(&mem, &sum);
-        let ov = Overlay::new(Arc::new(Mem(vec![0u8; 10_000])), 0, 10_000);
+        let ones = mem(vec![1u8; 10_000]);
+        let src = ProgressSource::new(&ones, &sum);
+        let ov = Overlay::new(Arc::new(mem(vec![0u8; 10_000])), 0, 10_000);
         let mut buf = vec![0u8; 10_000];
         src.read_exact_at(0, &mut buf).unwrap();
         ov.read_exact_at(0, &mut buf).unwrap();

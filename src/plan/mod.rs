@@ -16,7 +16,7 @@ use crate::disk::layout::{CorePlacement, DiskLayout, LayoutError};
 use crate::ext2fs::{BACKUP_SUFFIX, Ext2Fs, Kind};
 use crate::guest::bootcfg::ConfigDialect;
 use crate::guest::drivers::{self, DriverState, InitramfsPlan, Purpose};
-use crate::guest::inspect::{self, Guest, InspectError, Kernel};
+use crate::guest::inspect::{self, BootConfig, Guest, InspectError, Kernel};
 use crate::guest::playbook::Playbook;
 use crate::guest::rewrite::{bootcfg, console, fstab, is_device_name};
 use crate::spec::{ConvertSpec, Target};
@@ -63,6 +63,9 @@ pub struct FileEdit {
     /// For a created file: the file whose owner, mode and labels it copies.
     #[serde(skip)]
     pub like: Option<String>,
+    /// For a rewrite: the text as the plan read it.
+    #[serde(skip)]
+    pub original: Option<String>,
 }
 
 /// Edits compare by what a review sees: the saved form.
@@ -136,6 +139,51 @@ pub struct Plan {
     /// What the layout means for the running instance (device names, growing the disk).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// What making the plan read from the source (not part of what drift compares).
+    #[serde(default)]
+    pub source_reads: ReadStats,
+    /// In place: how much of the source the conversion is expected to change.
+    #[serde(default)]
+    pub delta_estimate: Option<DeltaEstimate>,
+}
+
+/// The expected delta of an in-place conversion, in EBS's 512 KiB blocks: each written item
+/// (boot sector, core.img, every rewritten or created file, each new initramfs) rounded up to
+/// whole blocks, plus the metadata the writes touch. An estimate: where the allocator puts
+/// the new files decides the real count, which `convert` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaEstimate {
+    pub block_size: u64,
+    pub blocks: u64,
+    pub upload_bytes: u64,
+}
+
+/// core.img's usual size, for the estimate.
+const CORE_ESTIMATE: u64 = 200 << 10;
+/// Blocks of metadata an in-place edit touches: superblock and group descriptors, bitmaps,
+/// the inode table and directory blocks.
+const METADATA_BLOCKS_ESTIMATE: u64 = 4;
+
+fn estimate_delta(disk: &DiskLayout, edits: &[FileEdit], initramfs: &[InitramfsPlan]) -> Option<DeltaEstimate> {
+    if disk.kind != crate::spec::LayoutKind::InPlace {
+        return None;
+    }
+    const BLOCK: u64 = crate::io::delta::DELTA_BLOCK;
+    let mut items = vec![512, CORE_ESTIMATE];
+    items.extend(edits.iter().filter_map(|e| e.new_text.as_ref().map(|t| t.len() as u64)));
+    items.extend(initramfs.iter().map(|i| match i.mode {
+        crate::spec::InitramfsMode::Append => i.size + i.add_bytes,
+        crate::spec::InitramfsMode::Rebuild => i.size + i.add_bytes / 2,
+    }));
+    let blocks = items.iter().map(|n| n.div_ceil(BLOCK).max(1)).sum::<u64>() + METADATA_BLOCKS_ESTIMATE;
+    Some(DeltaEstimate { block_size: BLOCK, blocks, upload_bytes: blocks * BLOCK })
+}
+
+/// Bytes and requests read from a source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadStats {
+    pub bytes: u64,
+    pub requests: u64,
 }
 
 impl Plan {
@@ -170,7 +218,7 @@ pub fn make(
     let fs = input.fs;
     let fserr = |err| InspectError::Filesystem { image: input.name.clone(), err };
     let guest = inspect::inspect_fs(&input.name, input.layout.clone(), fs)?;
-    guest.check_convertible()?;
+    let boot = guest.check_convertible()?;
     let playbook = crate::guest::playbook::select(books, &guest.os, &|p| fs.exists(p)).map_err(fserr)?;
     let mut move_aside = Vec::new();
     for p in &playbook.files.move_aside {
@@ -182,7 +230,7 @@ pub fn make(
     let mut warnings = Vec::new();
     if !spec.keep_initramfs {
         let kernels: Vec<&Kernel> = if spec.all_kernels {
-            let named = |k: &&Kernel| guest.boot.text.contains(k.image.rsplit('/').next().unwrap_or(&k.image));
+            let named = |k: &&Kernel| boot.text.contains(k.image.rsplit('/').next().unwrap_or(&k.image));
             guest.kernels.iter().filter(named).collect()
         } else {
             guest.default_kernel.iter().collect()
@@ -192,7 +240,7 @@ pub fn make(
         }
         for k in kernels {
             let is_default = guest.default_kernel.as_ref().is_some_and(|d| d.version == k.version);
-            match drivers::analyze(fs, k, spec.target, &playbook.initramfs) {
+            match drivers::analyze(fs, k, spec.target, spec.initramfs, &playbook.initramfs) {
                 Ok(p) => initramfs.push(p),
                 Err(e) if !is_default => warnings.push(format!("kernel {} is left as it is: {e}", k.version)),
                 Err(e) => return Err(e.into()),
@@ -207,8 +255,12 @@ pub fn make(
         if free < CORE_RESERVE {
             return Err(LayoutError::NoRoomForCore { need: CORE_RESERVE, free }.into());
         }
+        let used = fs.boot_loader_size().map_err(fserr)?;
+        if used > 0 {
+            return Err(LayoutError::BootLoaderInodeInUse(used).into());
+        }
     }
-    let findings = Findings { playbook, move_aside, architecture: arch, initramfs };
+    let findings = Findings { boot, playbook, move_aside, architecture: arch, initramfs };
     let mut plan = build(&guest, disk, spec, findings, destination);
     plan.warnings.extend(warnings);
     Ok(plan)
@@ -216,6 +268,7 @@ pub fn make(
 
 /// What [`make`] worked out beyond the inspection itself.
 struct Findings<'a> {
+    boot: &'a BootConfig,
     playbook: &'a Playbook,
     /// Files the playbook moves aside that the guest has.
     move_aside: Vec<String>,
@@ -227,15 +280,17 @@ struct Findings<'a> {
 
 /// Assembles the plan from the inspection and what [`make`] worked out.
 fn build(guest: &Guest, disk: DiskLayout, spec: &ConvertSpec, f: Findings<'_>, destination: Option<String>) -> Plan {
-    let Findings { playbook, move_aside, architecture, initramfs } = f;
+    let Findings { boot, playbook, move_aside, architecture, initramfs } = f;
     let fs = &guest.layout.fs;
     let mut warnings = Vec::new();
-    let root_devices = root_devices(guest);
+    let root_devices = root_devices(guest, boot);
     let whole_disk = disk.root_partition == 0;
-    let mut edits = config_edits(guest, spec, playbook, &root_devices, whole_disk, &mut warnings);
+    let mut edits = config_edits(guest, boot, spec, playbook, &root_devices, whole_disk, &mut warnings);
     edits.extend(move_aside.iter().map(|p| move_aside_edit(p, playbook)));
     for ird in &initramfs {
-        edits.extend(persist_edit(ird));
+        if let Some(e) = persist_edit(ird) {
+            merge_edit(&mut edits, e);
+        }
         for d in ird.drivers.iter().filter(|d| d.purpose == Purpose::Emulated && d.state == DriverState::Missing) {
             warnings.push(format!(
                 "kernel {} has no {} driver: the emulated disk of Xen HVM cannot be used as a fallback",
@@ -243,7 +298,7 @@ fn build(guest: &Guest, disk: DiskLayout, spec: &ConvertSpec, f: Findings<'_>, d
             ));
         }
     }
-    warnings.extend(guest_warnings(guest, spec));
+    warnings.extend(guest_warnings(guest, boot, spec));
     if architecture.is_none() {
         warnings.push("the guest's architecture could not be read from /sbin/init or /bin/sh: x86_64 assumed".into());
     }
@@ -251,6 +306,7 @@ fn build(guest: &Guest, disk: DiskLayout, spec: &ConvertSpec, f: Findings<'_>, d
         initramfs.first().is_some_and(|i| i.drivers.iter().any(|r| r.name == d && r.state != DriverState::Missing))
     };
     let notes = layout_notes(&disk);
+    let delta_estimate = estimate_delta(&disk, &edits, &initramfs);
     let ami = AmiFlags {
         architecture: architecture.unwrap_or("x86_64").to_string(),
         virtualization_type: "hvm".into(),
@@ -288,10 +344,10 @@ fn build(guest: &Guest, disk: DiskLayout, spec: &ConvertSpec, f: Findings<'_>, d
         source_layout: guest.layout.clone(),
         bootloader: BootloaderPlan {
             kind: "grub2-i386-pc".into(),
-            guest_config: guest.boot.path.clone(),
-            dialect: guest.boot.dialect,
+            guest_config: boot.path.clone(),
+            dialect: boot.dialect,
             core_lba: disk.core_lba,
-            embedded_config: GrubPc::embedded_config(&fs.uuid, &guest.boot.path, guest.boot.dialect),
+            embedded_config: GrubPc::embedded_config(&fs.uuid, &boot.path, boot.dialect),
             modules: MODULES.iter().map(|m| m.to_string()).collect(),
         },
         disk,
@@ -304,6 +360,8 @@ fn build(guest: &Guest, disk: DiskLayout, spec: &ConvertSpec, f: Findings<'_>, d
         journal_replay: fs.needs_recovery,
         warnings,
         notes,
+        source_reads: ReadStats::default(),
+        delta_estimate,
     }
 }
 
@@ -329,9 +387,9 @@ fn layout_notes(disk: &DiskLayout) -> Vec<String> {
 }
 
 /// The root volume's PV device names: the default entry's `root=` and fstab's `/`.
-fn root_devices(guest: &Guest) -> Vec<String> {
+fn root_devices(guest: &Guest, boot: &BootConfig) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    if let Some(r) = guest.boot.default_root.as_deref().filter(|r| is_device_name(r)) {
+    if let Some(r) = boot.default_root.as_deref().filter(|r| is_device_name(r)) {
         out.push(r.to_string());
     }
     if let Some(f) = &guest.fstab {
@@ -347,6 +405,7 @@ fn root_devices(guest: &Guest) -> Vec<String> {
 /// Rewrites of the bootloader config, fstab and the consoles.
 fn config_edits(
     guest: &Guest,
+    boot: &BootConfig,
     spec: &ConvertSpec,
     playbook: &Playbook,
     root_devices: &[String],
@@ -364,8 +423,8 @@ fn config_edits(
         extra_args.extend(args.xen.iter().cloned());
     }
     let facts = bootcfg::BootFacts { fs_uuid: &fs.uuid, extra_args: &extra_args, whole_disk };
-    let boot_text = bootcfg::rewrite(&guest.boot.text, &facts);
-    edits.extend(rewrite_edit(&guest.boot.real_path, &guest.boot.text, boot_text.text, boot_text.notes));
+    let boot_text = bootcfg::rewrite(&boot.text, &facts);
+    edits.extend(rewrite_edit(&boot.real_path, &boot.text, boot_text.text, boot_text.notes));
     if let Some(f) = &guest.fstab {
         let r = fstab::rewrite(&f.text, &fstab::FstabFacts { root_uuid: &fs.uuid, root_devices });
         warnings.extend(r.warnings.iter().cloned());
@@ -399,6 +458,7 @@ fn move_aside_edit(path: &str, playbook: &Playbook) -> FileEdit {
         diff: String::new(),
         new_text: None,
         like: None,
+        original: None,
     }
 }
 
@@ -412,8 +472,33 @@ fn persist_edit(ird: &InitramfsPlan) -> Option<FileEdit> {
     }
 }
 
+/// Adds `new` to the edits; a second edit of the same file (another kernel's drivers for the
+/// same generator config) adds only the lines the first lacks, so the file is rewritten once.
+fn merge_edit(edits: &mut Vec<FileEdit>, new: FileEdit) {
+    let Some(first) = edits.iter_mut().find(|e| e.path == new.path) else {
+        edits.push(new);
+        return;
+    };
+    let (Some(text), Some(more)) = (first.new_text.as_mut(), new.new_text.as_deref()) else { return };
+    let missing: Vec<&str> = more.lines().filter(|l| !text.lines().any(|t| t == *l)).collect();
+    if missing.is_empty() {
+        return;
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for l in missing {
+        text.push_str(l);
+        text.push('\n');
+    }
+    first.notes.extend(new.notes);
+    let from = if first.action == EditAction::Create { "/dev/null".to_string() } else { format!("a{}", first.path) };
+    let original = first.original.clone().unwrap_or_default();
+    first.diff = unified_diff(&from, &format!("b{}", first.path), &original, text);
+}
+
 /// Warnings about the guest as a whole.
-fn guest_warnings(guest: &Guest, spec: &ConvertSpec) -> Vec<String> {
+fn guest_warnings(guest: &Guest, boot: &BootConfig, spec: &ConvertSpec) -> Vec<String> {
     let mut w = Vec::new();
     if guest.fstab.is_none() {
         w.push("/etc/fstab is missing: the root filesystem is mounted as the kernel's root= says".into());
@@ -427,12 +512,12 @@ fn guest_warnings(guest: &Guest, spec: &ConvertSpec) -> Vec<String> {
     if guest.default_kernel.is_none() {
         w.push(format!(
             "the default entry of {} boots {}, which is not among the kernels in /boot",
-            guest.boot.path,
-            guest.boot.default_kernel.as_deref().unwrap_or("nothing")
+            boot.path,
+            boot.default_kernel.as_deref().unwrap_or("nothing")
         ));
     }
-    if guest.boot.default_root.is_none() {
-        w.push(format!("the default entry of {} has no root= argument", guest.boot.path));
+    if boot.default_root.is_none() {
+        w.push(format!("the default entry of {} has no root= argument", boot.path));
     }
     w
 }
@@ -447,6 +532,7 @@ fn rewrite_edit(path: &str, old: &str, new: String, notes: Vec<String>) -> Optio
         diff: unified_diff(&format!("a{path}"), &format!("b{path}"), old, &new),
         new_text: Some(new),
         like: None,
+        original: Some(old.to_string()),
     })
 }
 
@@ -460,6 +546,7 @@ fn create_edit(path: &str, text: String, like: &str, note: String) -> FileEdit {
         diff: unified_diff("/dev/null", &format!("b{path}"), "", &text),
         new_text: Some(text),
         like: Some(like.to_string()),
+        original: None,
     }
 }
 

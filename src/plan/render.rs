@@ -93,7 +93,11 @@ impl Plan {
                 line("", "adds no modules".into());
             } else {
                 let names: Vec<&str> = ird.add.iter().map(|p| p.rsplit('/').next().unwrap_or(p)).collect();
-                line("", format!("adds {} (original kept as {})", names.join(" "), ird.backup));
+                let how = match ird.mode {
+                    crate::spec::InitramfsMode::Append => "in one appended archive",
+                    crate::spec::InitramfsMode::Rebuild => "by rebuilding it",
+                };
+                line("", format!("adds {} {how} (original kept as {})", names.join(" "), ird.backup));
             }
             line("", format!("loads at boot: {}", ird.load.join(" ")));
         }
@@ -111,6 +115,13 @@ impl Plan {
             for n in &e.notes {
                 s.push_str(&format!("    - {n}\n"));
             }
+        }
+        if let Some(d) = &self.delta_estimate {
+            s.push_str(&format!(
+                "delta        about {} blocks of 512 KiB ({}) of the source change\n",
+                d.blocks,
+                human(d.upload_bytes)
+            ));
         }
         if !self.notes.is_empty() {
             s.push_str("notes:\n");
@@ -153,6 +164,9 @@ impl Plan {
         );
         row("Bootloader", format!("GRUB 2 i386-pc, hands over to `{}`", self.bootloader.guest_config));
         row("core.img", self.disk.core_reason.clone());
+        if let Some(d) = &self.delta_estimate {
+            row("Delta", format!("about {} blocks of 512 KiB ({})", d.blocks, human(d.upload_bytes)));
+        }
         if let Some(k) = &self.default_kernel {
             row("Kernel", format!("`{}`", k.version));
         }

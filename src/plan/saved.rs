@@ -68,7 +68,12 @@ pub fn drift(saved: &Plan, now: &Plan) -> Result<(), String> {
         ));
     }
     // Where the plan was made from and for does not matter; everything else does.
-    let same_place = Plan { source: now.source.clone(), destination: now.destination.clone(), ..saved.clone() };
+    let same_place = Plan {
+        source: now.source.clone(),
+        destination: now.destination.clone(),
+        source_reads: now.source_reads,
+        ..saved.clone()
+    };
     if same_place != *now {
         return Err(format!("the plan made now differs in `{}`", first_difference(&same_place, now)));
     }

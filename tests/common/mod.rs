@@ -66,13 +66,18 @@ pub fn at(image: &Path, offset: u64) -> String {
     format!("{}?offset={offset}", image.display())
 }
 
-/// Runs a debugfs request (writable with `write`) and returns its stdout.
+/// Runs a debugfs request (writable with `write`) and returns its stdout. debugfs exits 0
+/// even when the request fails, so anything on stderr besides its version banner fails the
+/// test.
 pub fn debugfs(target: &str, request: &str, write: bool) -> String {
     let mut cmd = Command::new("debugfs");
     if write {
         cmd.arg("-w");
     }
     let out = run_ok(cmd.arg("-R").arg(request).arg(target));
+    let err = stderr(&out);
+    let complaints: Vec<&str> = err.lines().filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty()).collect();
+    assert!(complaints.is_empty(), "debugfs {request:?} on {target} failed: {err}");
     stdout(&out)
 }
 
@@ -157,4 +162,35 @@ pub fn make_mbr_disk(fs_image: &Path, dir: &Path, start_sector: u64) -> PathBuf 
 pub fn partition_table(disk: &Path) -> serde_json::Value {
     let out = run_ok(Command::new("sfdisk").arg("--json").arg(disk));
     serde_json::from_slice(&out.stdout).expect("sfdisk json")
+}
+
+/// Commits a transaction to the journal of `src` that rewrites the data block of guest `path`
+/// with `change` (same length), without replaying it: the file changes only when the journal
+/// is replayed.
+pub fn journal_rewrite(src: &Path, path: &str, change: fn(&str) -> String) {
+    let t = src.display().to_string();
+    let block = debugfs(&t, &format!("blocks {path}"), false).trim().to_string();
+    assert!(!block.contains(' '), "{path} fits one block");
+    let new = tempfile::NamedTempFile::new().unwrap();
+    let old = guest_cat(&t, path);
+    let changed = change(&old);
+    assert_eq!(changed.len(), old.len());
+    let mut data = changed.into_bytes();
+    data.resize(4096, 0);
+    std::fs::write(new.path(), data).unwrap();
+    let mut child = Command::new("debugfs")
+        .args(["-w", "-f", "-"])
+        .arg(src)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    write!(child.stdin.take().unwrap(), "jo\njw -b {block} {}\njc\n", new.path().display()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && stderr(&out).lines().all(|l| l.starts_with("debugfs ")), "{}", stderr(&out));
+    assert!(debugfs(&t, "logdump", false).contains("commit block"), "a committed transaction");
+    assert!(debugfs(&t, "stats", false).contains("needs_recovery"));
+    assert_eq!(guest_cat(&t, path), old, "only a replay changes the file");
 }

@@ -18,6 +18,13 @@ pub enum Compression {
     Lz4,
 }
 
+/// How hard to compress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Default,
+    Fast,
+}
+
 const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
 /// Memory an xz/lzma decoder may use: a header can ask for a 4 GiB dictionary, which no
 /// initramfs needs (found by fuzzing).
@@ -106,30 +113,40 @@ impl Compression {
 
     /// Compresses `data` the way the kernel can unpack it.
     pub fn compress(self, data: &[u8]) -> io::Result<Vec<u8>> {
+        self.compress_at(data, Level::Default)
+    }
+
+    /// Compresses `data` at `level`: the default, or the fastest the format has (for a small
+    /// appended archive, where speed matters more than a few KiB).
+    pub fn compress_at(self, data: &[u8], level: Level) -> io::Result<Vec<u8>> {
+        let fast = level == Level::Fast;
+        let preset = if fast { 0 } else { 6 };
         Ok(match self {
             Compression::None => data.to_vec(),
             Compression::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(if fast { 1 } else { 6 }));
                 e.write_all(data)?;
                 e.finish()?
             }
             Compression::Xz => {
-                let stream = liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::Crc32)
+                let stream = liblzma::stream::Stream::new_easy_encoder(preset, liblzma::stream::Check::Crc32)
                     .map_err(io::Error::other)?;
                 let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
                 e.write_all(data)?;
                 e.finish()?
             }
             Compression::Lzma => {
-                let opts = liblzma::stream::LzmaOptions::new_preset(6).map_err(io::Error::other)?;
+                let opts = liblzma::stream::LzmaOptions::new_preset(preset).map_err(io::Error::other)?;
                 let stream = liblzma::stream::Stream::new_lzma_encoder(&opts).map_err(io::Error::other)?;
                 let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
                 e.write_all(data)?;
                 e.finish()?
             }
-            Compression::Zstd => zstd::stream::encode_all(data, 9)?,
+            Compression::Zstd => zstd::stream::encode_all(data, if fast { 1 } else { 9 })?,
             Compression::Bzip2 => {
-                let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+                let level = if fast { bzip2::Compression::fast() } else { bzip2::Compression::best() };
+                let mut e = bzip2::write::BzEncoder::new(Vec::new(), level);
                 e.write_all(data)?;
                 e.finish()?
             }

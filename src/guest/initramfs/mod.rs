@@ -8,7 +8,7 @@ pub mod compress;
 pub mod cpio;
 pub mod kmod_index;
 
-pub use compress::Compression;
+pub use compress::{Compression, Level};
 pub use cpio::CpioEntry;
 
 use cpio::{S_IFDIR, S_IFREG};
@@ -36,6 +36,8 @@ pub struct Segment {
     raw: Vec<u8>,
     pub entries: Vec<CpioEntry>,
     pub changed: bool,
+    /// How hard to compress it when it is written again.
+    pub level: Level,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +78,7 @@ impl Initramfs {
                 raw: data[pos..pos + used].to_vec(),
                 entries,
                 changed: false,
+                level: Level::Default,
             });
             pos += used;
         }
@@ -114,6 +117,16 @@ impl Initramfs {
         self.entries().filter(|e| e.path() == path).last()
     }
 
+    /// Adds an empty archive after the others, compressed as `compression` at `level`. The
+    /// kernel unpacks every archive in order and a later file replaces an earlier one of the
+    /// same name, so files put here override the original's while its bytes stay unchanged.
+    pub fn append_segment(&mut self, compression: Compression, level: Level) -> &mut Segment {
+        let offset = self.segments.last().map_or(0, |s| s.offset + s.raw.len());
+        self.segments.push(Segment { offset, compression, raw: Vec::new(), entries: Vec::new(), changed: true, level });
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
     /// Serialises: unchanged segments byte for byte, changed ones re-encoded.
     pub fn to_bytes(&self) -> Result<Vec<u8>, InitramfsError> {
         let mut out = Vec::new();
@@ -124,10 +137,14 @@ impl Initramfs {
             }
             let enc = |err| InitramfsError::Encode { compression: s.compression.name(), err };
             let plain = cpio::write_archive(&s.entries).map_err(enc)?;
-            let packed = s.compression.compress(&plain).map_err(enc)?;
-            // Each segment starts 4-byte aligned, as the kernel expects after a cpio archive.
-            let pad = out.len().next_multiple_of(4) - out.len();
-            out.extend(std::iter::repeat_n(0, pad));
+            let packed = s.compression.compress_at(&plain, s.level).map_err(enc)?;
+            // The kernel reads an uncompressed cpio archive only at a 4-byte aligned offset; a
+            // compressed one starts anywhere, and padding before it would make gzip (and so
+            // initramfs-tools' unmkinitramfs) take it for trailing garbage.
+            if s.compression == Compression::None {
+                let pad = out.len().next_multiple_of(4) - out.len();
+                out.extend(std::iter::repeat_n(0, pad));
+            }
             out.extend_from_slice(&packed);
         }
         Ok(out)

@@ -108,14 +108,31 @@ pub fn rewrite_args(args: &str, fs_uuid: &str) -> (String, Vec<String>) {
         words.push(w.to_string());
     }
     if let Some(at) = console_at {
-        let missing: Vec<String> =
-            HVM_CONSOLE.iter().filter(|c| !words.iter().any(|w| w == *c)).map(|c| c.to_string()).collect();
+        // A serial console the line already has counts, whatever its speed.
+        let present = |c: &str| {
+            words.iter().any(|w| w == c || (c.starts_with("console=ttyS0") && w.starts_with("console=ttyS0")))
+        };
+        let missing: Vec<String> = HVM_CONSOLE.iter().filter(|c| !present(c)).map(|c| c.to_string()).collect();
         if !missing.is_empty() {
             notes.push(format!("{} added", missing.join(" ")));
         }
         words.splice(at..at, missing);
     }
+    serial_console_last(&mut words, &mut notes);
     (words.join(" "), notes)
+}
+
+/// The last `console=` becomes /dev/console, where userspace writes: on HVM that must be the
+/// serial port EC2's console output and serial console read, so ttyS0 goes after the others.
+fn serial_console_last(words: &mut Vec<String>, notes: &mut Vec<String>) {
+    let consoles: Vec<usize> = (0..words.len()).filter(|&i| words[i].starts_with("console=")).collect();
+    let Some(&serial) = consoles.iter().find(|&&i| words[i].starts_with("console=ttyS0")) else { return };
+    let Some(&last) = consoles.last() else { return };
+    if serial != last {
+        let w = words.remove(serial);
+        notes.push(format!("{w} moved after the other consoles: the last console= is /dev/console"));
+        words.insert(last, w);
+    }
 }
 
 #[cfg(test)]
@@ -212,8 +229,32 @@ mod tests {
     }
 
     #[test]
-    fn existing_serial_console_not_duplicated() {
-        let (args, _) = rewrite_args("ro console=ttyS0,115200n8 console=hvc0", UUID);
-        assert_eq!(args, "ro console=ttyS0,115200n8 console=tty0");
+    fn existing_serial_console_not_duplicated_and_last() {
+        let (args, notes) = rewrite_args("ro console=ttyS0,115200n8 console=hvc0", UUID);
+        assert_eq!(args, "ro console=tty0 console=ttyS0,115200n8");
+        assert_eq!(
+            notes,
+            [
+                "console=hvc0 removed",
+                "console=tty0 added",
+                "console=ttyS0,115200n8 moved after the other consoles: the last console= is /dev/console"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_serial_console_ends_up_last_in_every_case() {
+        for (line, want) in [
+            ("ro console=hvc0", "ro console=tty0 console=ttyS0,115200n8"),
+            ("console=ttyS0,9600 ro console=tty0", "ro console=tty0 console=ttyS0,9600"),
+            ("console=ttyS0 console=hvc0 quiet", "console=tty0 console=ttyS0 quiet"),
+            ("ro quiet", "ro quiet"),
+            ("console=tty0 console=ttyS0,115200n8", "console=tty0 console=ttyS0,115200n8"),
+        ] {
+            let (args, _) = rewrite_args(line, UUID);
+            assert_eq!(args, want, "{line}");
+            let consoles: Vec<&str> = args.split(' ').filter(|w| w.starts_with("console=")).collect();
+            assert!(consoles.last().is_none_or(|c| c.starts_with("console=ttyS0")), "{line}: {args}");
+        }
     }
 }

@@ -4,6 +4,11 @@
 //!
 //! The guest's dracut or mkinitramfs is never run: modules come from the guest's own
 //! `/lib/modules/<version>`, dependencies from its `modules.dep` and each module's `.modinfo`.
+//! This module works out what each kernel has and needs; [`inject`] writes the new initramfs.
+
+mod inject;
+
+pub use inject::{nash_insmod, rebuild};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Read;
@@ -13,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::initramfs::{Compression, Initramfs, InitramfsError, kmod_index};
 use super::inspect::Kernel;
 use crate::ext2fs::{BACKUP_SUFFIX, Ext2Error, Ext2Fs, Kind};
-use crate::spec::Target;
+use crate::spec::{InitramfsMode, Target};
 
 /// The tool that built the initramfs, which decides how modules get loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +156,14 @@ pub struct InitramfsPlan {
     pub load: Vec<String>,
     pub nitro_possible: bool,
     pub xen_hvm_possible: bool,
+    /// Whether the drivers are appended as one archive or the whole initramfs is rebuilt.
+    #[serde(default)]
+    pub mode: InitramfsMode,
+    /// Size of the initramfs as the plan read it, and of the module files it adds.
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub add_bytes: u64,
     /// Where the initramfs keeps modules (worked out again by every plan, not saved).
     #[serde(skip)]
     moddir: String,
@@ -166,8 +179,8 @@ impl PartialEq for InitramfsPlan {
     fn eq(&self, o: &Self) -> bool {
         (&self.kernel, &self.path, &self.sha256, &self.backup, self.generator, self.compression)
             == (&o.kernel, &o.path, &o.sha256, &o.backup, o.generator, o.compression)
-            && (&self.drivers, &self.add, &self.load, self.nitro_possible, self.xen_hvm_possible)
-                == (&o.drivers, &o.add, &o.load, o.nitro_possible, o.xen_hvm_possible)
+            && (&self.drivers, &self.add, &self.load, self.nitro_possible, self.xen_hvm_possible, self.mode)
+                == (&o.drivers, &o.add, &o.load, o.nitro_possible, o.xen_hvm_possible, o.mode)
     }
 }
 
@@ -339,6 +352,8 @@ fn initramfs_moddir(ird: &Initramfs, generator: Generator, version: &str) -> Str
 pub struct Survey {
     pub path: String,
     pub sha256: String,
+    /// Size of the initramfs in bytes.
+    pub size: u64,
     pub generator: Generator,
     pub compression: Compression,
     pub drivers: Vec<DriverRow>,
@@ -382,6 +397,7 @@ pub fn survey(fs: &Ext2Fs, kernel: &Kernel) -> Result<Survey, DriverError> {
     let path = kernel.initramfs.clone().ok_or_else(|| DriverError::NoInitramfs { kernel: kernel.version.clone() })?;
     let guest = GuestModules::load(fs, kernel)?;
     let bytes = fs.read_file(&path)?;
+    let size = bytes.len() as u64;
     let sha256 = crate::util::sha256_hex(&bytes);
     let ird = Initramfs::parse(&bytes).map_err(|err| DriverError::Initramfs { path: path.clone(), err })?;
     let generator = detect_generator(&ird, &path)?;
@@ -418,6 +434,7 @@ pub fn survey(fs: &Ext2Fs, kernel: &Kernel) -> Result<Survey, DriverError> {
     Ok(Survey {
         path,
         sha256,
+        size,
         generator,
         compression: ird.compression(),
         drivers,
@@ -436,11 +453,13 @@ pub fn analyze(
     fs: &Ext2Fs,
     kernel: &Kernel,
     target: Target,
+    mode: InitramfsMode,
     rules: &super::playbook::InitramfsRules,
 ) -> Result<InitramfsPlan, DriverError> {
     let Survey {
         path,
         sha256,
+        size,
         generator,
         compression,
         drivers,
@@ -494,6 +513,10 @@ pub fn analyze(
     }
     let add: Vec<String> =
         add_names.iter().filter(|n| !present.contains(*n)).filter_map(|n| guest.paths.get(n).cloned()).collect();
+    let mut add_bytes = 0;
+    for rel in &add {
+        add_bytes += fs.try_resolve(&format!("{}/{rel}", guest.dir))?.map_or(0, |r| r.stat.size);
+    }
     // The playbook's generator config wins when it describes the generator found.
     let preferred = rules.config.as_deref().filter(|_| rules.generator.as_deref() == Some(generator.name()));
     let persist = persist_edit(fs, generator, &load, preferred)?;
@@ -509,6 +532,9 @@ pub fn analyze(
         load,
         nitro_possible,
         xen_hvm_possible,
+        mode,
+        size,
+        add_bytes,
         moddir,
         guest_moddir: guest.dir,
         persist,
@@ -601,152 +627,9 @@ fn persist_edit(
     Ok(Some(PersistEdit { path, old, new, like }))
 }
 
-/// Builds the new initramfs bytes for a plan, reading modules from the guest.
-pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError> {
-    let path = &plan.path;
-    let ird_err = |err| DriverError::Initramfs { path: path.clone(), err };
-    let mut ird = Initramfs::parse(&fs.read_file(path)?).map_err(ird_err)?;
-    let guest = GuestModules::load(
-        fs,
-        &Kernel {
-            version: plan.kernel.clone(),
-            image: String::new(),
-            config: None,
-            initramfs: None,
-            modules_dir: Some(plan.guest_moddir.clone()),
-        },
-    )?;
-    let moddir = plan.moddir.clone();
-    let read_text = |ird: &Initramfs, name: &str| {
-        ird.find(&format!("{moddir}/{name}")).map(|e| String::from_utf8_lossy(&e.data).into_owned()).unwrap_or_default()
-    };
-    let mut dep = read_text(&ird, "modules.dep");
-    let mut alias = read_text(&ird, "modules.alias");
-    let mut symbols = read_text(&ird, "modules.symbols");
-    let mut order = read_text(&ird, "modules.order");
-    let added: HashSet<String> = plan.add.iter().map(|p| kmod_index::module_name(p)).collect();
-    let guest_alias = text(fs, &format!("{}/modules.alias", guest.dir))?.unwrap_or_default();
-    let guest_symbols = text(fs, &format!("{}/modules.symbols", guest.dir))?.unwrap_or_default();
-    let seg = ird.main_segment();
-    for rel in &plan.add {
-        let bytes = fs.read_file(&format!("{}/{rel}", guest.dir))?;
-        let name = kmod_index::module_name(rel);
-        let dest = if plan.generator == Generator::Mkinitrd {
-            format!("lib/{}", rel.rsplit('/').next().unwrap_or(rel))
-        } else {
-            format!("{moddir}/{rel}")
-        };
-        seg.put_file(&dest, 0o644, bytes);
-        if let Some(line) = guest.dep_text.lines().find(|l| l.split_once(':').is_some_and(|(p, _)| p == rel)) {
-            push_line(&mut dep, line);
-        }
-        push_line(&mut order, rel);
-        for line in guest_alias.lines().filter(|l| l.split_whitespace().nth(2) == Some(name.as_str())) {
-            push_line(&mut alias, line);
-        }
-        for line in guest_symbols.lines().filter(|l| l.split_whitespace().nth(2) == Some(name.as_str())) {
-            push_line(&mut symbols, line);
-        }
-    }
-    if plan.generator != Generator::Mkinitrd && !added.is_empty() {
-        let prio = kmod_index::dep_order(&dep);
-        seg.put_file(&format!("{moddir}/modules.dep"), 0o644, dep.clone().into_bytes());
-        seg.put_file(&format!("{moddir}/modules.dep.bin"), 0o644, kmod_index::dep_index(&dep));
-        seg.put_file(&format!("{moddir}/modules.alias"), 0o644, alias.clone().into_bytes());
-        seg.put_file(&format!("{moddir}/modules.alias.bin"), 0o644, kmod_index::alias_index(&alias, &prio));
-        seg.put_file(&format!("{moddir}/modules.symbols"), 0o644, symbols.clone().into_bytes());
-        seg.put_file(&format!("{moddir}/modules.symbols.bin"), 0o644, kmod_index::symbols_index(&symbols, &prio));
-        seg.put_file(&format!("{moddir}/modules.order"), 0o644, order.into_bytes());
-        for f in ["modules.builtin", "modules.builtin.bin", "modules.builtin.modinfo"] {
-            if seg.find_mut(&format!("{moddir}/{f}")).is_none()
-                && let Some(b) = fs.try_read_file(&format!("{}/{f}", guest.dir))?
-            {
-                seg.put_file(&format!("{moddir}/{f}"), 0o644, b);
-            }
-        }
-    }
-    add_load_list(seg, plan);
-    ird.to_bytes().map_err(|err| DriverError::Encode { path: path.clone(), err })
-}
-
-fn push_line(text: &mut String, line: &str) {
-    if text.lines().any(|l| l == line) {
-        return;
-    }
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(line);
-    text.push('\n');
-}
-
-/// Makes the initramfs load the plan's modules at boot, the way its generator does.
-fn add_load_list(seg: &mut super::initramfs::Segment, plan: &InitramfsPlan) {
-    match plan.generator {
-        Generator::InitramfsTools => {
-            let mut text =
-                seg.find_mut("conf/modules").map(|e| String::from_utf8_lossy(&e.data).into_owned()).unwrap_or_default();
-            for n in &plan.load {
-                push_line(&mut text, n);
-            }
-            seg.put_file("conf/modules", 0o644, text.into_bytes());
-        }
-        Generator::Dracut => {
-            let list: String = plan.load.iter().map(|n| format!("{n}\n")).collect();
-            seg.put_file("etc/modules-load.d/pv2hvm.conf", 0o644, list.into_bytes());
-            let cmdline = format!("rd.driver.pre={}\n", plan.load.join(","));
-            seg.put_file("etc/cmdline.d/50-pv2hvm.conf", 0o644, cmdline.into_bytes());
-        }
-        Generator::Mkinitrd => {
-            let Some(init) = seg.find_mut("init") else { return };
-            let text = String::from_utf8_lossy(&init.data).into_owned();
-            let files: Vec<String> = plan.add.iter().map(|p| p.rsplit('/').next().unwrap_or(p).to_string()).collect();
-            init.data = nash_insmod(&text, &files).into_bytes();
-            seg.changed = true;
-        }
-    }
-}
-
-/// Inserts `insmod /lib/<file>` lines into a nash init script after its last insmod (or
-/// before it makes the root device), dependencies first as given.
-pub fn nash_insmod(init: &str, files: &[String]) -> String {
-    let lines: Vec<&str> = init.lines().collect();
-    let at = lines
-        .iter()
-        .rposition(|l| l.trim_start().starts_with("insmod "))
-        .map(|i| i + 1)
-        .or_else(|| {
-            lines
-                .iter()
-                .position(|l| l.trim_start().starts_with("mkblkdevs") || l.trim_start().starts_with("mkrootdev"))
-        })
-        .unwrap_or(lines.len());
-    let mut out: Vec<String> = lines[..at].iter().map(|s| s.to_string()).collect();
-    for f in files {
-        let line = format!("insmod /lib/{f}");
-        if !lines.contains(&line.as_str()) {
-            out.push(format!("echo \"Loading {} module\"", f.trim_end_matches(".ko")));
-            out.push(line);
-        }
-    }
-    out.extend(lines[at..].iter().map(|s| s.to_string()));
-    out.join("\n") + "\n"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nash_insmod_goes_after_the_last_insmod() {
-        let init = "#!/bin/nash\nmount -t proc /proc /proc\necho \"Loading ext3.ko module\"\ninsmod /lib/ext3.ko\nmkblkdevs\nmkrootdev -t ext3 -o defaults,ro sda1\n";
-        let out = nash_insmod(init, &["nvme-core.ko".into(), "nvme.ko".into()]);
-        assert_eq!(
-            out,
-            "#!/bin/nash\nmount -t proc /proc /proc\necho \"Loading ext3.ko module\"\ninsmod /lib/ext3.ko\necho \"Loading nvme-core module\"\ninsmod /lib/nvme-core.ko\necho \"Loading nvme module\"\ninsmod /lib/nvme.ko\nmkblkdevs\nmkrootdev -t ext3 -o defaults,ro sda1\n"
-        );
-        assert_eq!(nash_insmod(&out, &["nvme.ko".into()]), out, "idempotent");
-    }
 
     #[test]
     fn resolves_a_chain_dependencies_first_and_once() {
@@ -768,14 +651,6 @@ mod tests {
         resolve("nvme_core", &mut needs, &mut out, &mut seen).unwrap();
         resolve("builtin_thing", &mut needs, &mut out, &mut seen).unwrap();
         assert_eq!(out, ["crc_t10dif", "crc64_rocksoft", "t10_pi", "nvme_core", "nvme", "ena"]);
-    }
-
-    #[test]
-    fn push_line_appends_once() {
-        let mut t = String::from("a");
-        push_line(&mut t, "b");
-        push_line(&mut t, "b");
-        assert_eq!(t, "a\nb\n");
     }
 
     #[test]

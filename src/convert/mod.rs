@@ -2,7 +2,10 @@
 //! → build the bootloader → replay the journal (on a scratch copy) → edit the filesystem
 //! through a copy-on-write overlay → copy the source and then the edits into the sink →
 //! verify → write the first MiB → commit. Nothing appears at the destination until the
-//! commit, and the source is only ever read.
+//! commit, and the source is only ever read. [`scratch`] holds the metadata images e2fsck
+//! works on.
+
+mod scratch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,40 +14,51 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::Error;
+use crate::boot::check::{self, BootOutcome, DiskBus};
 use crate::boot::grub::{self, GrubPc};
 use crate::disk::detect::{self, SourceLayout};
 use crate::disk::layout::{CorePlacement, DiskLayout, LayoutError, SECTOR};
-use crate::disk::superblock::Superblock;
 use crate::ext2fs::{BACKUP_SUFFIX, Ext2Fs};
 use crate::guest::drivers::{self, DriverError};
 use crate::guest::inspect::InspectError;
 use crate::guest::playbook::Playbook;
 use crate::host::fsck;
 use crate::io::delta::{Delta, DeltaReport};
-use crate::io::wrappers::{CopyError, copy_range, data_bytes};
-use crate::io::{BlockSink, BlockSource, LocalFileSource, Overlay, ZeroSkipping};
-use crate::plan::{self, EditAction, Plan, PlanInput};
+use crate::io::wrappers::{CopyError, data_bytes};
+use crate::io::{BlockSink, BlockSource, CountingSource, Overlay};
+use crate::plan::{self, EditAction, Plan, PlanInput, ReadStats};
 use crate::progress::Progress;
 use crate::spec::{ConvertSpec, LayoutKind};
-
-const COPY_CHUNK: usize = 4 << 20;
 
 /// What a conversion needs besides the source, the sink and the spec.
 pub struct Environment {
     /// GRUB's i386-pc directory (default: the host's).
     pub grub_dir: Option<PathBuf>,
-    /// Where scratch files go: the filesystem-only copy a journal is replayed on.
+    /// Where scratch files go: the metadata images e2fsck works on.
     pub work_dir: PathBuf,
     /// The playbooks to choose from, most specific first.
     pub playbooks: Vec<Playbook>,
     /// A saved plan the source must still match (`convert --plan`).
     pub expected_plan: Option<Plan>,
+    /// Boot the staged result before it is committed; a boot that falls short fails the run.
+    pub boot_check: Option<BootRequest>,
+}
+
+/// A boot check of the staged result, on each bus in turn.
+pub struct BootRequest {
+    pub buses: Vec<DiskBus>,
+    pub timeout: std::time::Duration,
+    /// Commit the result even when a boot falls short (the run still fails).
+    pub keep_failed: bool,
 }
 
 /// What a finished conversion did.
 #[derive(Debug, Serialize)]
 pub struct ConvertReport {
     pub plan: Plan,
+    /// What the conversion read from the source (inspection, plan, edits, delta), besides the
+    /// copy into the sink.
+    pub source_reads: ReadStats,
     /// Bytes of source data written to the destination (zeros are skipped).
     pub bytes_copied: u64,
     /// Bytes the edits changed in the root filesystem, in whole 4 KiB chunks.
@@ -53,31 +67,41 @@ pub struct ConvertReport {
     pub delta: Option<DeltaReport>,
     /// The sector boot.img loads core.img's first sector from.
     pub core_lba: u64,
+    /// Boots of the staged result, when asked for.
+    pub boot_checks: Vec<BootOutcome>,
     pub seconds: f64,
 }
 
-/// Recognises the source and makes its plan; writes nothing.
+/// Recognises the source and makes its plan; writes nothing. The plan says what it read.
 pub fn plan_only(
     source: Arc<dyn BlockSource>,
     spec: &ConvertSpec,
     playbooks: &[Playbook],
     destination: Option<String>,
 ) -> Result<Plan, Error> {
+    let counted = Arc::new(CountingSource::new(source));
+    let source: Arc<dyn BlockSource> = counted.clone();
     let layout = detect::detect(source.as_ref()).map_err(InspectError::from)?;
-    plan_at(&source, layout, spec, playbooks, destination)
+    let fs_offset = layout.fs_offset;
+    let mut plan = plan_at(&source, fs_offset, source.as_ref(), layout, spec, playbooks, destination)?;
+    plan.source_reads = ReadStats { bytes: counted.bytes_read(), requests: counted.reads() };
+    Ok(plan)
 }
 
-/// Plans the filesystem of `base` at `layout.fs_offset`.
+/// Plans the filesystem found in `fs_bytes` at `fs_offset` (the source's own, or the source
+/// after a journal replay), for the source `source` as `layout` describes it.
 fn plan_at(
-    base: &Arc<dyn BlockSource>,
+    fs_bytes: &Arc<dyn BlockSource>,
+    fs_offset: u64,
+    source: &dyn BlockSource,
     layout: SourceLayout,
     spec: &ConvertSpec,
     playbooks: &[Playbook],
     destination: Option<String>,
 ) -> Result<Plan, Error> {
-    let fs = Ext2Fs::open_source(Arc::clone(base), layout.fs_offset)
-        .map_err(|err| InspectError::Filesystem { image: base.describe(), err })?;
-    let input = PlanInput { name: base.describe(), len: base.len(), layout, fs: &fs };
+    let fs = Ext2Fs::open_source(Arc::clone(fs_bytes), fs_offset)
+        .map_err(|err| InspectError::Filesystem { image: source.describe(), err })?;
+    let input = PlanInput { name: source.describe(), len: source.len(), layout, fs: &fs };
     plan::make(&input, spec, playbooks, destination)
 }
 
@@ -90,6 +114,11 @@ pub fn convert(
     progress: &dyn Progress,
 ) -> Result<ConvertReport, Error> {
     let started = Instant::now();
+    // Everything pv2hvm reads from the source is counted, except the copy into the sink (which
+    // `bytes_copied` reports): in place on a remote source, that is what crosses the network.
+    let raw = source;
+    let counted = Arc::new(CountingSource::new(Arc::clone(&raw)));
+    let source: Arc<dyn BlockSource> = counted.clone();
     // The whole plan, driver verdicts included, comes before anything is written: a refusal
     // leaves no output.
     let mut plan = plan_only(Arc::clone(&source), spec, &env.playbooks, Some(sink.describe()))?;
@@ -101,28 +130,29 @@ pub fn convert(
     let grub = GrubPc::locate(env.grub_dir.as_deref())?;
     let images = grub.build(&layout.fs.uuid, &plan.bootloader.guest_config, plan.bootloader.dialect)?;
 
-    // The bytes the edits apply to: the source's filesystem, or a replayed copy of it.
+    // The bytes the edits apply to: the source's filesystem, with what a journal replay wrote
+    // laid over it. The replay runs on a metadata image: no file data is read for it.
     let fs_len = layout.fs.size_bytes();
-    let scratch;
-    let (base, base_offset): (Arc<dyn BlockSource>, u64) = if layout.fs.needs_recovery {
-        scratch = replay_journal(source.as_ref(), &layout, &env.work_dir, progress)?;
-        let replayed: Arc<dyn BlockSource> =
-            Arc::new(LocalFileSource::open(scratch.path()).map_err(|err| Error::Write {
-                target: scratch.path().display().to_string(),
-                offset: 0,
-                err,
-            })?);
-        plan = replan_if_replay_changed(plan, &replayed, &layout, spec, env, sink.describe(), progress)?;
-        (replayed, 0)
+    let replay = if layout.fs.needs_recovery {
+        progress.note("replaying the journal on a metadata image of the filesystem");
+        let (replayed, blocks) = scratch::replay_journal(&source, layout.fs_offset, fs_len, &env.work_dir)?;
+        tracing::info!(blocks, "the journal replay changed blocks");
+        let as_source: Arc<dyn BlockSource> = replayed.clone();
+        plan =
+            replan_if_replay_changed(plan, &as_source, source.as_ref(), &layout, spec, env, sink.describe(), progress)?;
+        Some(replayed)
     } else {
-        (Arc::clone(&source), layout.fs_offset)
+        None
     };
-
+    let (base, base_offset): (Arc<dyn BlockSource>, u64) = match &replay {
+        Some(r) => (r.clone(), 0),
+        None => (Arc::clone(&source), layout.fs_offset),
+    };
     let overlay = Arc::new(Overlay::new(Arc::clone(&base), base_offset, fs_len));
     let in_fs = plan.disk.core_placement == CorePlacement::BootLoaderInode;
-    let core_blocks = edit(&overlay, &plan, in_fs.then_some(images.core_img.as_slice()))?;
+    let edited = edit(&overlay, &plan, in_fs.then_some(images.core_img.as_slice()))?;
     let disk = plan.disk.clone();
-    let (core, core_lba) = match core_blocks {
+    let (core, core_lba) = match edited.core_blocks {
         Some(blocks) => place_core_in_filesystem(&overlay, &images.core_img, &blocks, &disk, layout.fs.block_size)?,
         None => (images.core_img.clone(), disk.core_lba),
     };
@@ -140,7 +170,17 @@ pub fn convert(
         data_bytes(src, off, len)
             .map_err(|err| Error::Copy { what: src.describe(), err: CopyError::Read { offset: off, err } })
     };
-    let mut total = data(base.as_ref(), base_offset, fs_len)?;
+    // A moved filesystem takes only the blocks it uses (after the edits): deleted data stays
+    // behind. In place, the source's bytes are the base of the delta, all of them.
+    let fs_ranges: Vec<(u64, u64)> = if in_place {
+        vec![(0, fs_len)]
+    } else {
+        edited.used.iter().map(|r| (r.start, r.end.min(fs_len) - r.start.min(fs_len))).filter(|r| r.1 > 0).collect()
+    };
+    let mut total = 0;
+    for &(off, len) in &fs_ranges {
+        total += data(raw.as_ref(), layout.fs_offset + off, len)?;
+    }
     for &(off, len) in &outside {
         total += data(source.as_ref(), off, len)?;
     }
@@ -148,30 +188,31 @@ pub fn convert(
     let mut copied = 0;
     for &(off, len) in outside.iter().filter(|r| r.1 > 0) {
         copied += sink
-            .copy_from(source.as_ref(), off, len, off, progress)
-            .map_err(|err| Error::Copy { what: source.describe(), err })?;
+            .copy_from(raw.as_ref(), off, len, off, progress)
+            .map_err(|err| Error::Copy { what: raw.describe(), err })?;
     }
-    let replayed = !Arc::ptr_eq(&base, &source);
-    copied += if in_place && replayed {
-        // The replayed filesystem differs from the source where the journal wrote.
-        copy_noting(base.as_ref(), fs_len, sink.as_mut(), disk.root_start, &mut delta, progress)?
-    } else {
-        sink.copy_from(base.as_ref(), base_offset, fs_len, disk.root_start, progress)
-            .map_err(|err| Error::Copy { what: base.describe(), err })?
-    };
+    // The filesystem's own bytes from the source itself (uncounted: the copy is reported as
+    // `bytes_copied`), then what a journal replay changed.
+    for &(off, len) in &fs_ranges {
+        copied += sink
+            .copy_from(raw.as_ref(), layout.fs_offset + off, len, disk.root_start + off, progress)
+            .map_err(|err| Error::Copy { what: raw.describe(), err })?;
+    }
+    for (offset, bytes) in replay.as_ref().map(|r| r.changed_runs()).unwrap_or_default() {
+        write(sink.as_mut(), disk.root_start + offset, &bytes, in_place.then_some(&mut delta))?;
+    }
     progress.finish();
     for (offset, bytes) in overlay.changed_runs() {
         write(sink.as_mut(), disk.root_start + offset, &bytes, in_place.then_some(&mut delta))?;
     }
     tracing::info!(bytes = copied, edited = overlay.changed_bytes(), "wrote the root filesystem");
 
-    // e2fsck needs a file: the sink's staged image.
-    let staged = sink
-        .local_image()
-        .map(std::path::Path::to_path_buf)
-        .ok_or_else(|| Error::Fsck(fsck::FsckError::NoFile { target: sink.describe() }))?;
+    // e2fsck needs a file: the sink's staged image, else a metadata image of the result.
     progress.note("checking the converted filesystem");
-    fsck::check_clean(&staged, disk.root_start)?;
+    match sink.local_image() {
+        Some(staged) => fsck::check_clean(staged, disk.root_start)?,
+        None => scratch::check_edited(&overlay, &env.work_dir)?,
+    }
 
     // The first MiB goes last: until then the image has no bootable boot sector.
     let boot_sector = grub::patch_boot_img(&images.boot_img, core_lba);
@@ -185,14 +226,40 @@ pub fn convert(
     for (offset, bytes) in disk.boot_regions(&boot_sector, &core, disk_id, uuid::Uuid::new_v4(), &source_mbr)? {
         write(sink.as_mut(), offset, &bytes, in_place.then_some(&mut delta))?;
     }
+    // Proof is a boot: of the staged disk, before anything appears at the destination.
+    let boots = match &env.boot_check {
+        Some(req) => {
+            let staged = sink.local_image().map(std::path::Path::to_path_buf).ok_or_else(|| {
+                Error::Refused(format!("{} is not staged in a local file that QEMU could boot", sink.describe()))
+            })?;
+            progress.note("booting the converted disk in QEMU");
+            check::run_each(&staged, &req.buses, req.timeout, None)?
+        }
+        None => Vec::new(),
+    };
+    let failed = boots.iter().find(|b| !b.ok()).map(|b| {
+        let why =
+            b.failure.clone().unwrap_or_else(|| if b.timed_out { "timed out".into() } else { "no marker".into() });
+        format!("{} boot stopped at stage {:?} ({why})", b.bus, b.stage)
+    });
+    if let Some(why) = &failed
+        && !env.boot_check.as_ref().is_some_and(|r| r.keep_failed)
+    {
+        return Err(Error::BootFailed(format!("{why}; nothing was written to {}", sink.describe())));
+    }
     let target = sink.describe();
-    sink.commit().map_err(|err| Error::Commit { target, err })?;
+    sink.commit().map_err(|err| Error::Commit { target: target.clone(), err })?;
+    if let Some(why) = failed {
+        return Err(Error::BootFailed(format!("{why}; kept at {target} (--keep-failed)")));
+    }
     Ok(ConvertReport {
         plan,
+        source_reads: ReadStats { bytes: counted.bytes_read(), requests: counted.reads() },
         bytes_copied: copied,
         bytes_edited: overlay.changed_bytes(),
         delta: in_place.then(|| delta.report()),
         core_lba,
+        boot_checks: boots,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -227,34 +294,6 @@ fn place_core_in_filesystem(
     Ok((core, runs.first().map_or(0, |r| r.0)))
 }
 
-/// Copies a replayed filesystem into the sink, noting where it differs from the source.
-fn copy_noting(
-    base: &dyn BlockSource,
-    len: u64,
-    sink: &mut dyn BlockSink,
-    dst_off: u64,
-    delta: &mut Delta<'_>,
-    progress: &dyn Progress,
-) -> Result<u64, Error> {
-    let read_err = |offset, err| Error::Copy { what: base.describe(), err: CopyError::Read { offset, err } };
-    let mut buf = vec![0u8; COPY_CHUNK];
-    let mut written = 0;
-    for r in base.data_ranges().map_err(|err| read_err(0, err))? {
-        let (mut pos, stop) = (r.start, r.end.min(len));
-        while pos < stop {
-            let n = ((stop - pos) as usize).min(COPY_CHUNK);
-            base.read_exact_at(pos, &mut buf[..n]).map_err(|err| read_err(pos, err))?;
-            progress.advance(n as u64);
-            if buf[..n].iter().any(|&b| b != 0) {
-                write(sink, dst_off + pos, &buf[..n], Some(&mut *delta))?;
-                written += n as u64;
-            }
-            pos += n as u64;
-        }
-    }
-    Ok(written)
-}
-
 /// Writes into the sink, first noting the write in the delta when there is one.
 fn write(sink: &mut dyn BlockSink, offset: u64, bytes: &[u8], delta: Option<&mut Delta<'_>>) -> Result<(), Error> {
     if let Some(d) = delta {
@@ -264,58 +303,14 @@ fn write(sink: &mut dyn BlockSink, offset: u64, bytes: &[u8], delta: Option<&mut
     sink.write_all_at(offset, bytes).map_err(|err| Error::Write { target: sink.describe(), offset, err })
 }
 
-/// Copies the filesystem into a scratch file in `work_dir` and replays its journal there.
-/// e2fsck loses `?offset=` when it re-opens a filesystem after a replay, so the copy holds
-/// the filesystem alone. The file is removed when the returned handle is dropped.
-fn replay_journal(
-    source: &dyn BlockSource,
-    layout: &SourceLayout,
-    work_dir: &std::path::Path,
-    progress: &dyn Progress,
-) -> Result<tempfile::NamedTempFile, Error> {
-    let fs_len = layout.fs.size_bytes();
-    let shown = work_dir.display().to_string();
-    let scratch = tempfile::Builder::new()
-        .prefix(".pv2hvm-journal-")
-        .tempfile_in(work_dir)
-        .map_err(|err| Error::Write { target: shown.clone(), offset: 0, err })?;
-    scratch.as_file().set_len(fs_len).map_err(|err| Error::Write { target: shown.clone(), offset: 0, err })?;
-    let mut file = ScratchFile(scratch.as_file());
-    progress.note("replaying the journal on a copy of the filesystem");
-    copy_range(source, layout.fs_offset, fs_len, &mut ZeroSkipping::new(&mut file), 0, COPY_CHUNK)
-        .map_err(|err| Error::Copy { what: source.describe(), err })?;
-    fsck::replay_journal(scratch.path(), 0)?;
-    let replayed = LocalFileSource::open(scratch.path()).map_err(|err| Error::Write {
-        target: scratch.path().display().to_string(),
-        offset: 0,
-        err,
-    })?;
-    let sb = Superblock::read(&replayed, 0).map_err(|err| Error::Write {
-        target: scratch.path().display().to_string(),
-        offset: 1024,
-        err,
-    })?;
-    if sb.is_none_or(|s| s.needs_recovery) {
-        return Err(Error::JournalNotReplayed(source.describe()));
-    }
-    Ok(scratch)
-}
-
-/// Writes through a borrowed scratch file.
-struct ScratchFile<'a>(&'a std::fs::File);
-
-impl crate::io::BlockWrite for ScratchFile<'_> {
-    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::write_all_at(self.0, buf, offset)
-    }
-}
-
 /// After a replay, re-reads only the files the plan read and hashed. When none changed the
 /// plan stands; otherwise it is made again from the replayed filesystem. Either way the plan
 /// says which.
+#[allow(clippy::too_many_arguments)]
 fn replan_if_replay_changed(
     mut plan: Plan,
     replayed: &Arc<dyn BlockSource>,
+    source: &dyn BlockSource,
     layout: &SourceLayout,
     spec: &ConvertSpec,
     env: &Environment,
@@ -342,10 +337,8 @@ fn replan_if_replay_changed(
     progress.note("the journal replay changed files the plan read: planning again");
     let mut replayed_layout = layout.clone();
     replayed_layout.fs.needs_recovery = false;
-    replayed_layout.fs_offset = 0;
-    let mut again = plan_at(replayed, replayed_layout, spec, &env.playbooks, Some(destination))?;
-    // The plan describes the source as it is; only its edits come from the replayed copy.
-    again.source = plan.source;
+    let mut again = plan_at(replayed, 0, source, replayed_layout, spec, &env.playbooks, Some(destination))?;
+    // The plan describes the source as it is; only its edits come from the replayed filesystem.
     again.source_layout = layout.clone();
     again.journal_replay = true;
     again.warnings.push(format!(
@@ -355,9 +348,16 @@ fn replan_if_replay_changed(
     Ok(again)
 }
 
+/// What the edits left: core.img's blocks when it went into the filesystem, and the byte
+/// ranges the filesystem uses afterwards.
+struct Edited {
+    core_blocks: Option<Vec<(u64, u64)>>,
+    used: Vec<std::ops::Range<u64>>,
+}
+
 /// Applies the plan's edits and driver injection through the overlay, and stores `core` in
-/// the boot-loader inode when given, returning its blocks.
-fn edit(overlay: &Arc<Overlay>, plan: &Plan, core: Option<&[u8]>) -> Result<Option<Vec<(u64, u64)>>, Error> {
+/// the boot-loader inode when given.
+fn edit(overlay: &Arc<Overlay>, plan: &Plan, core: Option<&[u8]>) -> Result<Edited, Error> {
     let mut fs = Ext2Fs::open_overlay(Arc::clone(overlay)).map_err(Error::Edit)?;
     // core.img first: the fewest runs come from the emptiest filesystem.
     let blocks = match core {
@@ -401,6 +401,7 @@ fn edit(overlay: &Arc<Overlay>, plan: &Plan, core: Option<&[u8]>) -> Result<Opti
         fs.replace_file(&ird.path, &bytes).map_err(Error::Edit)?;
         tracing::info!(path = %ird.path, bytes = bytes.len(), added = ird.add.len(), "rebuilt the initramfs");
     }
+    let used = fs.used_ranges().map_err(Error::Edit)?;
     fs.close().map_err(Error::Edit)?;
-    Ok(blocks)
+    Ok(Edited { core_blocks: blocks, used })
 }

@@ -189,3 +189,32 @@ fn ext3_label_guest_boots_in_place_on_nvme() {
     assert!(outcome.ok(), "{}", outcome.summary());
     assert_eq!(outcome.root_device.as_deref(), Some("/dev/nvme0n1"), "{}", outcome.summary());
 }
+
+#[test]
+fn a_grub2_grub_cfg_guest_boots_in_place_on_nvme() {
+    // A guest booted by a GRUB 2 grub.cfg instead of a legacy menu.lst: core.img hands over
+    // with `configfile`, and the linux line gets the same rewrites.
+    let dir = tempfile::tempdir().unwrap();
+    let src = copy_sparse(&fixture_cloud(), dir.path(), "grub2.img");
+    let t = src.display().to_string();
+    let ver = kernel_version(&t);
+    debugfs(&t, "rm /boot/grub/menu.lst", true);
+    guest_write(
+        &t,
+        "/boot/grub/grub.cfg",
+        &format!(
+            "set default=0\nset timeout=1\nmenuentry 'Debian GNU/Linux 12 (PV)' {{\n\tlinux /boot/vmlinuz-{ver} root=/dev/xvda1 ro console=hvc0\n\tinitrd /boot/initrd.img-{ver}\n}}\n"
+        ),
+    );
+    let dst = dir.path().join("hvm.img");
+    let out = run_ok(pv2hvm().arg("convert").arg(&src).arg(&dst).args(["--format", "json", "-q"]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let loader = &report["report"]["plan"]["bootloader"];
+    assert_eq!(loader["dialect"], "grub2");
+    assert!(loader["embedded_config"].as_str().unwrap().ends_with("configfile /boot/grub/grub.cfg\n"), "{loader}");
+    let cfg = guest_cat(&dst.display().to_string(), "/boot/grub/grub.cfg");
+    assert!(cfg.contains("root=UUID=") && cfg.contains("console=tty0 console=ttyS0,115200n8"), "{cfg}");
+    let outcome = boot(&dst, DiskBus::Nvme, &dir.path().join("console.log"));
+    assert!(outcome.ok(), "{}", outcome.summary());
+    assert_eq!(outcome.root_device.as_deref(), Some("/dev/nvme0n1"), "{}", outcome.summary());
+}

@@ -168,7 +168,14 @@ mod tests {
             r.text,
             "default=0\ntimeout=1\nhiddenmenu\ntitle Amazon Linux 2014.09 (3.14.19-17.43.amzn1.x86_64)\nroot (hd0,0)\nkernel /boot/vmlinuz-3.14.19-17.43.amzn1.x86_64 root=LABEL=/ console=tty0 console=ttyS0,115200n8 LANG=en_US.UTF-8 KEYTABLE=us\ninitrd /boot/initramfs-3.14.19-17.43.amzn1.x86_64.img\n"
         );
-        assert_eq!(r.notes.len(), 3);
+        assert_eq!(
+            r.notes,
+            [
+                "line 5: (hd0) -> (hd0,0)",
+                "line 6: console=hvc0 removed",
+                "line 6: console=tty0 console=ttyS0,115200n8 added"
+            ]
+        );
     }
 
     #[test]

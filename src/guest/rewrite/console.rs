@@ -58,7 +58,7 @@ mod tests {
             r.text,
             "id:3:initdefault:\n1:2345:respawn:/sbin/mingetty tty1\nco:2345:respawn:/sbin/agetty ttyS0 115200 vt100-nav\n# x:1:respawn:/sbin/getty hvc0\n"
         );
-        assert_eq!(r.notes.len(), 1);
+        assert_eq!(r.notes, ["line 3: getty moved to ttyS0"]);
     }
 
     #[test]

@@ -125,7 +125,13 @@ mod tests {
                 "# comment\nUUID={UUID}  /  ext4  defaults,errors=remount-ro  0  1\nLABEL=data /data ext4 defaults 0 2\n/dev/xvdb\t/mnt\tauto\tdefaults,comment=cloudconfig,nofail\t0\t2\n/dev/xvda3 none swap sw,nofail 0 0\nproc /proc proc defaults 0 0\n"
             )
         );
-        assert_eq!(r.warnings.len(), 2);
+        assert_eq!(
+            r.warnings,
+            [
+                "/etc/fstab line 4: /dev/xvdb on /mnt is another volume whose device name changes on HVM; it was kept with nofail",
+                "/etc/fstab line 5: /dev/xvda3 on none is another volume whose device name changes on HVM; it was kept with nofail"
+            ]
+        );
     }
 
     #[test]

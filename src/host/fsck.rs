@@ -13,8 +13,6 @@ pub enum FsckError {
     Spawn(std::io::Error),
     #[error("e2fsck {args} on {target} exited with {code}: {output}")]
     Failed { args: String, target: String, code: i32, output: String },
-    #[error("{target} is not staged in a local file, which e2fsck needs")]
-    NoFile { target: String },
 }
 
 fn e2fsck() -> Result<PathBuf, FsckError> {

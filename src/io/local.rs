@@ -185,13 +185,6 @@ impl BlockSink for LocalFileSink {
     }
 }
 
-impl LocalFileSink {
-    /// True when creating the sink replaced a `DST.partial` an interrupted run left behind.
-    pub fn replaced_stale(&self) -> bool {
-        self.replaced_stale
-    }
-}
-
 impl Drop for LocalFileSink {
     fn drop(&mut self) {
         if self.file.take().is_some() {

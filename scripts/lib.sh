@@ -7,13 +7,14 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PV2HVM_CACHE/target}
 
 # Debian packages: build (libext2fs-dev, pkg-config), run (GRUB, e2fsprogs), --boot-check
 # (QEMU, SeaBIOS), fixtures (mmdebstrap) and tests (xfsprogs, btrfs-progs, fdisk, cpio, kmod,
+# the host decompressors for every initramfs format,
 # and the guests' own initramfs listing tools from initramfs-tools-core and dracut-core).
 PV2HVM_PACKAGES=(
   libext2fs-dev comerr-dev pkg-config gcc
   grub-pc-bin grub-common e2fsprogs
   qemu-system-x86 seabios
   mmdebstrap ca-certificates
-  xfsprogs btrfs-progs fdisk cpio kmod xz-utils
+  xfsprogs btrfs-progs fdisk cpio kmod xz-utils lz4 zstd bzip2
   initramfs-tools-core dracut-core
 )
 
@@ -33,18 +34,49 @@ ensure_host_packages() {
   command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
 }
 
-# Prints the path of a cached fixture image, building it first when its builder changed.
+# The versions bookworm/main offers now of the packages that shape the fixtures, as the host's
+# apt lists (the same release) see them; mmdebstrap builds from bookworm/main alone, without
+# the security or updates suites. Part of the fixture key: a new kernel or initramfs generator
+# there builds new fixtures.
+fixture_package_versions() {
+  apt-cache madison linux-image-cloud-amd64 linux-image-amd64 initramfs-tools dracut systemd 2>/dev/null |
+    awk -F'|' '$3 ~ / bookworm\/main / { gsub(/ /, "", $1); gsub(/ /, "", $2); print $1, $2 }'
+}
+
+# Prints the path of a cached fixture image, building it first when its builder or the
+# packages it is built from changed. The versions it was built with go to stderr.
 #   fixture cloud
 fixture() {
   local flavour=$1
   local builder=$PV2HVM_ROOT/tests/fixtures/build-debian12-pv.sh
   local key
-  key=$(sha256sum "$builder" | cut -c1-12)
+  key=$( { cat "$builder"; fixture_package_versions; } | sha256sum | cut -c1-12)
   local out=$PV2HVM_CACHE/fixtures/debian12-$flavour-$key.img
   if [ ! -f "$out" ]; then
     mkdir -p "$PV2HVM_CACHE/fixtures"
     echo "building fixture debian12-$flavour (one time, cached in $PV2HVM_CACHE/fixtures)" >&2
     bash "$builder" "$flavour" "$out" >&2
   fi
+  if [ -f "$out.versions" ]; then
+    echo "fixture debian12-$flavour: $(tr '\n' ' ' <"$out.versions")" >&2
+  fi
   echo "$out"
+}
+
+# Prints the Python of a cached venv holding moto's server and boto3 for the AWS tests
+# (tests/aws/requirements.txt), making it first when the requirements changed.
+moto_python() {
+  local req=$PV2HVM_ROOT/tests/aws/requirements.txt
+  local key
+  key=$( { cat "$req"; python3 --version; } | sha256sum | cut -c1-12)
+  local venv=$PV2HVM_CACHE/venv-moto-$key
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "making the moto venv (one time, cached in $venv)" >&2
+    # A venv's scripts name its own directory, so it is made in place; a failed install is
+    # removed whole.
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2 || { rm -rf "$venv"; exit 1; }
+  fi
+  echo "$venv/bin/python"
 }

@@ -31,6 +31,8 @@ pub enum ErrorKind {
     HostTool,
     /// The result failed verification: e2fsck found it unclean, or it did not boot.
     Verify,
+    /// An AWS call failed or timed out (after its retries).
+    Cloud,
 }
 
 impl ErrorKind {
@@ -42,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Source => 4,
             ErrorKind::Destination => 5,
             ErrorKind::HostTool => 6,
+            ErrorKind::Cloud => 7,
             ErrorKind::Verify => 8,
         }
     }
@@ -96,10 +99,17 @@ pub enum Error {
     BootFailed(String),
     #[error("{0}")]
     Refused(String),
+    #[cfg(feature = "aws")]
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
 }
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
+        #[cfg(feature = "aws")]
+        if let Some(kind) = aws_kind(self) {
+            return kind;
+        }
         match self {
             Error::Open(e) => match e {
                 OpenError::Source { .. } => ErrorKind::Source,
@@ -126,8 +136,34 @@ impl Error {
             Error::Playbook(_) => ErrorKind::Refused,
             Error::BootFailed(_) => ErrorKind::Verify,
             Error::Refused(_) => ErrorKind::Refused,
+            #[cfg(feature = "aws")]
+            Error::Aws(crate::aws::AwsError::Refused(_)) => ErrorKind::Refused,
+            #[cfg(feature = "aws")]
+            Error::Aws(_) => ErrorKind::Cloud,
         }
     }
+}
+
+/// An AWS call under an I/O error (an EBS block that could not be fetched or put) is AWS's
+/// failure, whichever side of the copy it was on.
+#[cfg(feature = "aws")]
+fn aws_kind(e: &Error) -> Option<ErrorKind> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(aws) = c.downcast_ref::<crate::aws::AwsError>() {
+            return Some(match aws {
+                crate::aws::AwsError::Refused(_) => ErrorKind::Refused,
+                _ => ErrorKind::Cloud,
+            });
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.is::<crate::aws::AwsError>())
+        {
+            return Some(ErrorKind::Cloud);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// A libext2fs failure under an I/O error is the source's; otherwise the filesystem itself
@@ -149,6 +185,7 @@ mod tests {
             ErrorKind::Destination,
             ErrorKind::HostTool,
             ErrorKind::Verify,
+            ErrorKind::Cloud,
         ];
         let mut codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.sort();

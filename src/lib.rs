@@ -12,11 +12,15 @@
 //! - [`plan`]: everything a conversion will do, as reviewable data;
 //! - [`boot`]: GRUB 2 for BIOS boot, and the QEMU boot check;
 //! - [`convert`]: the pipeline itself, over the block traits;
-//! - [`host`]: the host tools pv2hvm runs (e2fsck) and checks (`doctor`).
+//! - [`host`]: the host tools pv2hvm runs (e2fsck) and checks (`doctor`);
+//! - [`aws`]: EBS snapshots as block sources and sinks, and `migrate` / `plan` / `cleanup`
+//!   against AWS (the engine above never sees it).
 //!
 //! [`spec::ConvertSpec`] holds the choices that shape a conversion; [`error::Error`] classifies
 //! every failure into an [`error::ErrorKind`] with its exit code.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod boot;
 pub mod convert;
 pub mod disk;

@@ -11,9 +11,11 @@ use pv2hvm::{Error, ErrorKind};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The AWS SDK's own warnings (credential and region probing) repeat what pv2hvm's error
+    // line says; they show from -vv on.
     let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
+        1 => "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
         _ => "debug",
     };
     tracing_subscriber::fmt()
@@ -25,8 +27,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Convert(args) => cli::commands::convert(args, quiet),
         Cmd::Inspect { src, format, playbooks } => cli::commands::inspect(&src, format, playbooks.as_deref()),
-        Cmd::Plan { src, spec, playbooks, format, output } => {
-            cli::commands::plan(&src, &spec, playbooks.as_deref(), format, output.as_deref())
+        Cmd::Plan { src, aws, snapshot_now, spec, playbooks, format, output } => cli::commands::plan(
+            &src,
+            Some((&aws, snapshot_now)),
+            &spec,
+            playbooks.as_deref(),
+            format,
+            output.as_deref(),
+        ),
+        Cmd::Migrate(args) => cli::cloud::migrate(args, quiet),
+        Cmd::Cleanup { run_id, all_stale: _, older_than, regions, aws, yes, dry_run, format } => {
+            cli::cloud::cleanup(run_id.as_deref(), older_than, &regions, &aws, yes, dry_run, format)
         }
         Cmd::BootCheck { image, bus, timeout, console_log } => {
             cli::commands::boot_check(&image, &bus, timeout, console_log.as_deref())

@@ -41,6 +41,14 @@ fn convert_and_boot(src: &Path, layout: &str, root: &str) {
 }
 
 #[test]
+fn an_lz4_legacy_initramfs_with_an_appended_archive_boots_on_nvme() {
+    // The appended archive continues the legacy lz4 stream: the kernel must unpack both.
+    let dir = tempfile::tempdir().unwrap();
+    let src = cloud_fixture_recompressed(dir.path(), &["lz4", "-l", "-c"]);
+    convert_and_boot(&src, "in-place", "/dev/nvme0n1");
+}
+
+#[test]
 fn mbr_boots_on_nvme() {
     convert_and_boot(&fixture_cloud(), "mbr", "/dev/nvme0n1p1");
 }

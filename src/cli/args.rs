@@ -40,9 +40,16 @@ pub enum Cmd {
         #[arg(long, value_name = "DIR")]
         playbooks: Option<PathBuf>,
     },
-    /// Print the full conversion plan without writing anything (except -o).
+    /// Print the full conversion plan without writing anything (except -o). SRC is a local
+    /// image, or an instance, AMI or snapshot id (read from an existing snapshot; nothing is
+    /// created unless --snapshot-now).
     Plan {
         src: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// For an instance: snapshot the root volume now instead of reading its newest snapshot.
+        #[arg(long)]
+        snapshot_now: bool,
         #[command(flatten)]
         spec: ConvertSpec,
         /// A directory of extra playbooks (*.toml), tried before the shipped ones.
@@ -64,6 +71,32 @@ pub enum Cmd {
         /// Keep the whole serial console log here.
         #[arg(long)]
         console_log: Option<PathBuf>,
+    },
+    /// Migrate a PV instance, AMI or snapshot to a registered HVM AMI.
+    Migrate(MigrateArgs),
+    /// Remove what a migration run made (found by its tags), or stale temporary snapshots.
+    Cleanup {
+        /// The run to clean up (printed by migrate, and in every resource's pv2hvm:run-id tag).
+        #[arg(long, required_unless_present = "all_stale", conflicts_with = "all_stale")]
+        run_id: Option<String>,
+        /// Every temporary snapshot older than --older-than hours, whatever run made it.
+        #[arg(long)]
+        all_stale: bool,
+        #[arg(long, default_value_t = 24, requires = "all_stale")]
+        older_than: u64,
+        /// Other regions to look in for AMI copies (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// List what would be removed and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Check the host tools pv2hvm needs.
     Doctor {
@@ -119,4 +152,69 @@ pub struct ConvertArgs {
     /// Replace DST if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// Where AWS is and how hard to push it.
+#[derive(clap::Args, Clone)]
+pub struct AwsArgs {
+    /// AWS region (default: the standard chain: AWS_REGION, the profile's region).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS named profile.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// EBS direct requests in flight.
+    #[arg(long, default_value_t = pv2hvm::aws::ebs::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Where fetched blocks and staged images go (default: $TMPDIR or /var/tmp).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    /// The PV instance (i-…), AMI (ami-…) or root snapshot (snap-…).
+    pub source: String,
+    #[command(flatten)]
+    pub spec: ConvertSpec,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Apply exactly this saved plan (from `pv2hvm plan -o`); refuses if the source drifted.
+    #[arg(long = "plan", value_name = "PLAN.json", conflicts_with_all = ["layout", "size_gib", "target", "all_kernels", "keep_initramfs", "initramfs"])]
+    pub saved_plan: Option<PathBuf>,
+    /// Also copy the AMI to these regions (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub copy_to_regions: Vec<String>,
+    /// The new AMI's name (default: the source's name with -hvm and the run id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Stop the instance for a consistent snapshot, and start it again afterwards.
+    #[arg(long)]
+    pub stop: bool,
+    /// Launch a replacement instance from the new AMI, left stopped.
+    #[arg(long)]
+    pub launch: bool,
+    /// The replacement's type (default auto: the Nitro or Xen HVM family of the same size).
+    #[arg(long, requires = "launch")]
+    pub instance_type: Option<String>,
+    /// Keep the temporary source snapshot.
+    #[arg(long)]
+    pub keep_temp: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the plan (from an existing snapshot) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Name the run (default: a new random id); its resources carry it as pv2hvm:run-id.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// A directory of extra playbooks (*.toml), tried before the shipped ones.
+    #[arg(long, value_name = "DIR")]
+    pub playbooks: Option<PathBuf>,
+    /// GRUB i386-pc directory (default /usr/lib/grub/i386-pc).
+    #[arg(long)]
+    pub grub_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }

@@ -9,23 +9,14 @@ use anyhow::{Context, Result};
 use pv2hvm::boot::check::{self, BootOutcome};
 use pv2hvm::convert::{self, BootRequest, Environment};
 use pv2hvm::guest::playbook::{self, Playbook};
-use pv2hvm::plan::Plan;
 use pv2hvm::{Error, ErrorKind, io};
 
 use super::args::{ConvertArgs, Format};
+use super::output::print_plan;
 use super::progress::Drawer;
 
 fn playbooks(dir: Option<&Path>) -> Result<Vec<Playbook>> {
     Ok(playbook::load(dir).map_err(Error::from)?)
-}
-
-fn print_plan(format: Format, plan: &Plan) -> Result<()> {
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(plan)?),
-        Format::Markdown => print!("{}", plan.render_markdown()),
-        Format::Text => print!("{}", plan.render_text()),
-    }
-    Ok(())
 }
 
 pub fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
@@ -137,17 +128,26 @@ pub fn inspect(src: &Path, format: Format, dir: Option<&Path>) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// `plan`: of a local image, or (for an instance, AMI or snapshot id that is not a local
+/// file) of an AWS source, read from an existing snapshot.
 pub fn plan(
     src: &Path,
+    cloud: Option<(&super::args::AwsArgs, bool)>,
     spec: &pv2hvm::spec::ConvertSpec,
     dir: Option<&Path>,
     format: Format,
     output: Option<&Path>,
 ) -> Result<ExitCode> {
     let books = playbooks(dir)?;
-    let source = io::open_source(src).map_err(Error::from)?;
-    let plan = convert::plan_only(source, spec, &books, None)
-        .with_context(|| format!("planning the conversion of {}", src.display()))?;
+    let aws_id = src.to_str().filter(|s| !src.exists() && pv2hvm::aws::ResourceKind::of(s).is_some());
+    let plan = match (aws_id, cloud) {
+        (Some(id), Some((a, now))) => super::cloud::plan(id, a, now, spec, &books)?,
+        _ => {
+            let source = io::open_source(src).map_err(Error::from)?;
+            convert::plan_only(source, spec, &books, None)
+                .with_context(|| format!("planning the conversion of {}", src.display()))?
+        }
+    };
     if let Some(out) = output {
         let json = serde_json::to_string_pretty(&plan)? + "\n";
         pv2hvm::util::write_atomically(out, &json).map_err(|err| Error::Write {

@@ -47,6 +47,12 @@ impl MetadataImage {
             .map_err(|err| InspectError::Filesystem { image: source.describe(), err })?;
         let ranges: Vec<Range<u64>> = fs.metadata_ranges(whole_journal).map_err(Error::Edit)?;
         drop(fs);
+        // A remote source fetches all of it now, many requests at a time.
+        let wanted: Vec<Range<u64>> =
+            ranges.iter().map(|r| offset + r.start.min(len)..offset + r.end.min(len)).collect();
+        source
+            .prefetch(&wanted)
+            .map_err(|err| Error::Copy { what: source.describe(), err: CopyError::Read { offset, err } })?;
         let shown = work_dir.display().to_string();
         let werr = |err| Error::Write { target: shown.clone(), offset: 0, err };
         let file = tempfile::Builder::new().prefix(".pv2hvm-metadata-").tempfile_in(work_dir).map_err(werr)?;

@@ -1,6 +1,6 @@
 //! Where blocks come from and go to. The pipeline sees only these traits:
 //! - [`BlockSource`]: the PV volume, read by byte offset (a local image or device today, an
-//!   EBS snapshot later);
+//!   EBS snapshot in `aws::ebs`);
 //! - [`BlockWrite`] and [`BlockSink`]: the HVM disk being written, visible at its destination
 //!   only after [`BlockSink::commit`];
 //! - wrappers that compose over them ([`wrappers`]) and the copy-on-write [`overlay`] that
@@ -39,6 +39,11 @@ pub trait BlockSource: Send + Sync {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Byte ranges that may hold data, in order; the rest reads as zeros.
     fn data_ranges(&self) -> io::Result<Vec<Range<u64>>>;
+    /// A hint that `ranges` will be read soon: a remote source fetches them now, many requests
+    /// at a time. Local sources ignore it.
+    fn prefetch(&self, _ranges: &[Range<u64>]) -> io::Result<()> {
+        Ok(())
+    }
     /// The local file behind this source, which a sink may copy from directly (reflink,
     /// `copy_file_range`). Wrappers that count or observe reads keep the default, `None`.
     fn local_file(&self) -> Option<&std::fs::File> {

@@ -131,6 +131,14 @@ impl BlockSource for Overlay {
     fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
         Ok(std::iter::once(0..self.len).collect())
     }
+    fn prefetch(&self, ranges: &[Range<u64>]) -> io::Result<()> {
+        let base: Vec<Range<u64>> = ranges
+            .iter()
+            .map(|r| self.base_offset + r.start.min(self.len)..self.base_offset + r.end.min(self.len))
+            .filter(|r| !r.is_empty())
+            .collect();
+        self.base.prefetch(&base)
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ impl BlockSource for CountingSource {
     fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
         self.inner.data_ranges()
     }
+    fn prefetch(&self, ranges: &[Range<u64>]) -> io::Result<()> {
+        self.inner.prefetch(ranges)
+    }
 }
 
 /// Reports every byte read through it to a [`Progress`] observer.
@@ -74,6 +77,9 @@ impl BlockSource for ProgressSource<'_> {
     }
     fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
         self.inner.data_ranges()
+    }
+    fn prefetch(&self, ranges: &[Range<u64>]) -> io::Result<()> {
+        self.inner.prefetch(ranges)
     }
 }
 

@@ -67,11 +67,13 @@ pub fn drift(saved: &Plan, now: &Plan) -> Result<(), String> {
             serde_json::to_string(&now.options).unwrap_or_default()
         ));
     }
-    // Where the plan was made from and for does not matter; everything else does.
+    // Where the plan was made from and for, and the notes on how it was read (which snapshot,
+    // how many blocks) do not matter; everything else does.
     let same_place = Plan {
         source: now.source.clone(),
         destination: now.destination.clone(),
         source_reads: now.source_reads,
+        notes: now.notes.clone(),
         ..saved.clone()
     };
     if same_place != *now {

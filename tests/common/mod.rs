@@ -2,6 +2,8 @@
 //! tools (debugfs, e2fsck, sfdisk) to check what it wrote.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -193,4 +195,30 @@ pub fn journal_rewrite(src: &Path, path: &str, change: fn(&str) -> String) {
     assert!(debugfs(&t, "logdump", false).contains("commit block"), "a committed transaction");
     assert!(debugfs(&t, "stats", false).contains("needs_recovery"));
     assert_eq!(guest_cat(&t, path), old, "only a replay changes the file");
+}
+
+/// The cloud fixture with its initramfs recompressed by a host tool (`compress`).
+pub fn cloud_fixture_recompressed(dir: &Path, compress: &[&str]) -> std::path::PathBuf {
+    let src = copy_sparse(&fixture_cloud(), dir, "pv.img");
+    let t = src.display().to_string();
+    let path = format!("/boot/initrd.img-{}", kernel_version(&t));
+    let gz = dir.join("initrd.gz");
+    debugfs(&t, &format!("dump {path} {}", gz.display()), false);
+    let plain = run_ok(Command::new("gzip").arg("-dc").arg(&gz)).stdout;
+    let mut tool = Command::new(compress[0])
+        .args(&compress[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = tool.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &plain).unwrap());
+    let packed = tool.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(packed.status.success(), "{compress:?} failed");
+    let file = dir.join("initrd.other");
+    std::fs::write(&file, &packed.stdout).unwrap();
+    debugfs(&t, &format!("rm {path}"), true);
+    debugfs(&t, &format!("write {} {path}", file.display()), true);
+    src
 }

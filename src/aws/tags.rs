@@ -1,0 +1,87 @@
+//! The `pv2hvm:*` tags: the state of record. Every resource a run makes carries its run id,
+//! so `cleanup --run-id` finds it from any machine; finished AMIs carry the source and the
+//! options hash, so a second `migrate` finds them instead of making another.
+
+pub const RUN_ID: &str = "pv2hvm:run-id";
+pub const SOURCE: &str = "pv2hvm:source";
+pub const ROLE: &str = "pv2hvm:role";
+pub const SPEC_HASH: &str = "pv2hvm:spec-hash";
+pub const PLAN_HASH: &str = "pv2hvm:plan-hash";
+pub const VERSION: &str = "pv2hvm:version";
+pub const LAYOUT: &str = "pv2hvm:layout";
+pub const CREATED: &str = "pv2hvm:created";
+
+/// What a tagged resource is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A snapshot taken only to read the source; removed on success unless --keep-temp.
+    Temporary,
+    /// The new AMI's root snapshot.
+    Root,
+    /// Another volume of the instance, snapshotted for the new AMI.
+    Data,
+    /// The registered HVM AMI (and its copies).
+    Image,
+    /// A replacement instance (--launch).
+    Instance,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Temporary => "temporary",
+            Role::Root => "root",
+            Role::Data => "data",
+            Role::Image => "image",
+            Role::Instance => "instance",
+        }
+    }
+}
+
+/// The tags of one resource of a run.
+pub fn run_tags(run_id: &str, source: &str, role: Role) -> Vec<(String, String)> {
+    vec![
+        (RUN_ID.into(), run_id.into()),
+        (SOURCE.into(), source.into()),
+        (ROLE.into(), role.as_str().into()),
+        (VERSION.into(), env!("CARGO_PKG_VERSION").into()),
+        (CREATED.into(), now_rfc3339()),
+    ]
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The value of `key` among `(key, value)` pairs.
+pub fn get<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_868_000), "2026-11-28T12:13:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

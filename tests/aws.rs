@@ -1,0 +1,357 @@
+//! `pv2hvm migrate`, `plan` and `cleanup` against a local AWS API server (moto, patched by
+//! tests/aws/moto_patches.py). The fixture goes in as a snapshot through EBS direct, behind a
+//! PV AMI (aki- kernel) and an instance; what comes out is read back with boto3 and booted.
+
+mod common;
+
+use std::path::Path;
+
+use common::moto::Moto;
+use common::*;
+use pv2hvm::boot::check::{self as bootcheck, BootCheck, DiskBus};
+
+fn migrate_json(m: &Moto, args: &[&str], work: &Path) -> serde_json::Value {
+    let out =
+        run_ok(m.pv2hvm().arg("migrate").args(args).args(["--yes", "--format", "json", "-q", "--work-dir"]).arg(work));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+fn image<'a>(state: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    state["images"].as_array().unwrap().iter().find(|i| i["ImageId"] == id).unwrap_or_else(|| panic!("no {id}"))
+}
+
+fn tag<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    v["Tags"].as_array()?.iter().find(|t| t["Key"] == key)?["Value"].as_str()
+}
+
+fn ids(state: &serde_json::Value, what: &str, key: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        state[what].as_array().unwrap().iter().map(|x| x[key].as_str().unwrap().to_string()).collect();
+    v.sort();
+    v
+}
+
+/// How many 512 KiB blocks the filesystem's metadata touches, by e2image -r.
+fn metadata_blocks(image: &Path, dir: &Path) -> u64 {
+    let meta = dir.join("meta.img");
+    run_ok(std::process::Command::new("e2image").arg("-r").arg(image).arg(&meta));
+    let f = std::fs::File::open(&meta).unwrap();
+    let len = f.metadata().unwrap().len();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut blocks = std::collections::BTreeSet::new();
+    let mut at = 0i64;
+    loop {
+        // SAFETY: lseek on a file we own; no memory is touched.
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if data < 0 || data as u64 >= len {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        blocks.extend(data as u64 / (512 << 10)..=(hole as u64 - 1) / (512 << 10));
+        at = hole;
+    }
+    let _ = std::fs::remove_file(&meta);
+    blocks.len() as u64
+}
+
+/// Downloads `snapshot` block by block and boots it on NVMe; returns the root device.
+fn boot_snapshot(m: &Moto, snapshot: &str, dir: &Path) -> String {
+    let disk = dir.join("downloaded.img");
+    m.tool(&["download", snapshot, disk.to_str().unwrap()]);
+    let mut check = BootCheck::new(&disk, DiskBus::Nvme);
+    check.console_log = Some(dir.join("console.log"));
+    let outcome = bootcheck::run(&check).expect("QEMU runs");
+    assert!(outcome.ok(), "{}", outcome.summary());
+    let _ = std::fs::remove_file(&disk);
+    outcome.root_device.unwrap_or_default()
+}
+
+#[test]
+fn migrating_an_instance_in_place_registers_a_bootable_hvm_ami_from_the_delta_alone() {
+    let m = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let seeded = m.tool_json(&["seed", fixture_cloud().to_str().unwrap(), "--data-volume"]);
+    let (snap, ami, inst) =
+        (seeded["snapshot"].as_str().unwrap(), seeded["image"].as_str().unwrap(), seeded["instance"].as_str().unwrap());
+    let before = m.tool_json(&["state"]);
+
+    let r = migrate_json(&m, &[inst], dir.path());
+    assert_eq!(r["outcome"], "migrated");
+    let new_ami = r["image"].as_str().unwrap();
+    let root = r["root_snapshot"].as_str().unwrap();
+    let source_snap = r["source_snapshot"].as_str().unwrap();
+    let state = m.tool_json(&["state"]);
+
+    // The AMI: HVM, BIOS, its own kernel, ENA, root /dev/xvda on the new snapshot, the
+    // ephemeral mapping kept, tags copied and pv2hvm's added.
+    let img = image(&state, new_ami);
+    assert_eq!(img["VirtualizationType"], "hvm");
+    assert_eq!(img["RootDeviceName"], "/dev/xvda");
+    assert_eq!(img["BootMode"], "legacy-bios");
+    assert_eq!(img["Architecture"], "x86_64");
+    assert_eq!(img["EnaSupport"], true);
+    assert!(img.get("KernelId").is_none_or(|k| k.is_null()), "no kernel id: {img}");
+    // The cloud kernel carries ixgbevf, so the plan asks for SR-IOV, and the AMI has it.
+    assert_eq!(r["plan"]["ami"]["sriov_net_support"], "simple");
+    assert_eq!(img["SriovNetSupport"], "simple");
+    let maps = img["BlockDeviceMappings"].as_array().unwrap();
+    let root_map = maps.iter().find(|x| x["DeviceName"] == "/dev/xvda").unwrap();
+    assert_eq!(root_map["Ebs"]["SnapshotId"], root);
+    assert!(maps.iter().any(|x| x["VirtualName"] == "ephemeral0" && x["DeviceName"] == "/dev/sdb"), "{maps:?}");
+    // The instance's other volume, snapshotted as it is and mapped under its own name.
+    let data = maps.iter().find(|x| x["DeviceName"] == "/dev/sdf").expect("the data volume is mapped");
+    let data_snap = data["Ebs"]["SnapshotId"].as_str().unwrap();
+    let data_snap = state["snapshots"].as_array().unwrap().iter().find(|x| x["SnapshotId"] == data_snap).unwrap();
+    assert_eq!(tag(data_snap, "pv2hvm:role"), Some("data"));
+    assert_eq!(tag(img, "Name"), Some("web-1"));
+    assert_eq!(tag(img, "pv2hvm:source"), Some(inst));
+    assert_eq!(tag(img, "pv2hvm:run-id"), r["run_id"].as_str());
+    assert_eq!(tag(img, "pv2hvm:layout"), Some("inplace"));
+    assert!(tag(img, "pv2hvm:plan-hash").is_some_and(|h| h.len() == 16));
+
+    // Only the delta moved: the child's changed blocks against the source snapshot are what
+    // was uploaded, no more than the delta; and far fewer blocks were fetched than stored.
+    let changed = m.tool_json(&["changed", source_snap, root]);
+    let changed = changed.as_array().unwrap().len() as u64;
+    let uploaded = r["blocks_uploaded"].as_u64().unwrap();
+    let delta = r["delta_blocks"].as_u64().unwrap();
+    assert!(
+        changed > 0 && changed == uploaded && uploaded <= delta,
+        "changed {changed}, uploaded {uploaded}, delta {delta}"
+    );
+    // What was fetched is the filesystem's metadata (as e2image -r, an independent tool, sees
+    // it, in 512 KiB blocks) plus the few files the conversion reads and edits: the initramfs,
+    // the modules it gains, the configs.
+    let fetched = r["blocks_fetched"].as_u64().unwrap();
+    let meta = metadata_blocks(&fixture_cloud(), dir.path());
+    assert!(fetched <= meta + 48, "fetched {fetched} blocks; the metadata alone touches {meta}");
+    // The temporary source snapshot is gone; the PV AMI and its snapshot are as they were.
+    let snaps = ids(&state, "snapshots", "SnapshotId");
+    assert!(!snaps.contains(&source_snap.to_string()), "the temporary snapshot was removed");
+    assert!(snaps.contains(&snap.to_string()));
+    assert_eq!(image(&state, ami), image(&before, ami), "the source AMI is unchanged");
+    assert_eq!(m.tool_json(&["changed", snap, snap]).as_array().unwrap().len(), 0);
+
+    // A second run finds the AMI and makes nothing.
+    let again = migrate_json(&m, &[inst], dir.path());
+    assert_eq!(again["outcome"], "already-migrated");
+    assert_eq!(again["image"], new_ami);
+    let after = m.tool_json(&["state"]);
+    assert_eq!(ids(&after, "images", "ImageId"), ids(&state, "images", "ImageId"));
+    assert_eq!(ids(&after, "snapshots", "SnapshotId"), snaps);
+
+    // Proof is a boot: the AMI's root snapshot, block by block, on NVMe.
+    assert_eq!(boot_snapshot(&m, root, dir.path()), "/dev/nvme0n1");
+}
+
+#[test]
+fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
+    let m = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // An encrypted source: the in-place child inherits its encryption, the full upload asks for it.
+    let seeded = m.tool_json(&["seed", fixture_cloud().to_str().unwrap(), "--encrypted"]);
+    let (snap, ami, inst) =
+        (seeded["snapshot"].as_str().unwrap(), seeded["image"].as_str().unwrap(), seeded["instance"].as_str().unwrap());
+
+    let before = m.tool_json(&["state"]);
+    let out = run_ok(m.pv2hvm().args(["plan", inst, "--format", "json", "--work-dir"]).arg(dir.path()));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(before, m.tool_json(&["state"]), "plan created nothing");
+    let notes = plan["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n.as_str().unwrap().contains(snap) && n.as_str().unwrap().contains(ami)),
+        "the plan names the snapshot it read (the AMI's: the volume has none): {notes:?}"
+    );
+    assert!(plan["delta_estimate"]["blocks"].as_u64().unwrap() > 0);
+
+    // The reviewed plan, applied to the instance: its fresh snapshot has not drifted.
+    let saved = dir.path().join("plan.json");
+    run_ok(m.pv2hvm().args(["plan", inst, "-q", "-o"]).arg(&saved).arg("--work-dir").arg(dir.path()));
+    let r = migrate_json(&m, &[inst, "--plan", saved.to_str().unwrap()], dir.path());
+    assert_eq!(r["outcome"], "migrated");
+
+    // From the AMI, in place, copied to two more regions.
+    let r = migrate_json(&m, &[ami, "--name", "from-ami", "--copy-to-regions", "us-west-2,eu-west-1"], dir.path());
+    assert_eq!(r["outcome"], "migrated");
+    assert_eq!(r["source_snapshot"], snap, "an AMI's root snapshot is read as it is");
+    let state = m.tool_json(&["state"]);
+    let img = image(&state, r["image"].as_str().unwrap());
+    assert_eq!(img["Name"], "from-ami");
+    assert_eq!(img["Description"], "a PV guest");
+    assert_eq!(tag(img, "team"), Some("storage"));
+    assert!(ids(&state, "snapshots", "SnapshotId").contains(&snap.to_string()), "the source snapshot stays");
+    let encrypted = |s: &serde_json::Value, id: &str| {
+        s["snapshots"].as_array().unwrap().iter().find(|x| x["SnapshotId"] == id).unwrap()["Encrypted"] == true
+    };
+    assert!(encrypted(&state, snap) && encrypted(&state, r["root_snapshot"].as_str().unwrap()));
+    let copies = r["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 2);
+    for (region, copy) in copies.iter().map(|c| (c[0].as_str().unwrap(), c[1].as_str().unwrap())) {
+        let there = m.tool_json(&["state", region]);
+        let c = image(&there, copy);
+        assert_eq!(c["Name"], "from-ami", "{region}");
+        assert_eq!(tag(c, "pv2hvm:source"), Some(ami), "{region}: the copy is tagged");
+        assert_eq!(c["VirtualizationType"], "hvm", "{region}");
+    }
+
+    // From the snapshot, --layout mbr: a whole new disk with no parent, which boots.
+    let r = migrate_json(&m, &[snap, "--layout", "mbr", "--name", "from-snap"], dir.path());
+    assert_eq!(r["outcome"], "migrated");
+    let root = r["root_snapshot"].as_str().unwrap();
+    assert!(r["blocks_uploaded"].as_u64().unwrap() > 300, "the whole disk went up: {r}");
+    assert!(encrypted(&m.tool_json(&["state"]), root), "the full upload is encrypted like its source");
+    assert_eq!(boot_snapshot(&m, root, dir.path()), "/dev/nvme0n1p1");
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_run() {
+    let m = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let seeded = m.tool_json(&["seed", fixture_cloud().to_str().unwrap()]);
+    let inst = seeded["instance"].as_str().unwrap();
+    let before = m.tool_json(&["state"]);
+
+    // Every put fails: the run stops with exit 7 and names its run id; what it wrote stays
+    // tagged until cleanup, and nothing was registered.
+    m.inject("put=100000:500");
+    let out = m
+        .pv2hvm()
+        .args(["migrate", inst, "--yes", "-q", "--run-id", "interrupted", "--work-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("cleanup --run-id interrupted") && err.lines().count() == 1, "{err}");
+    let left = m.tool_json(&["state"]);
+    assert_eq!(ids(&left, "images", "ImageId"), ids(&before, "images", "ImageId"));
+    let tagged = |s: &serde_json::Value| {
+        s["snapshots"].as_array().unwrap().iter().filter(|x| tag(x, "pv2hvm:run-id") == Some("interrupted")).count()
+    };
+    assert_eq!(tagged(&left), 1, "the unfinished child snapshot, not the temporary one");
+    let out = run_ok(m.pv2hvm().args(["cleanup", "--run-id", "interrupted", "--yes"]));
+    assert!(stdout(&out).contains("removed snapshot"), "{}", stdout(&out));
+    assert_eq!(tagged(&m.tool_json(&["state"])), 0);
+    assert_eq!(ids(&m.tool_json(&["state"]), "snapshots", "SnapshotId"), ids(&before, "snapshots", "SnapshotId"));
+
+    // Killed (-9) mid-upload: the temporary source snapshot and the unfinished child stay, both
+    // tagged; cleanup finds them by the run id and removes them.
+    m.inject("put=100000:500");
+    let mut child = m
+        .pv2hvm()
+        .args(["migrate", inst, "--yes", "-q", "--run-id", "killed", "--work-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let s = m.tool_json(&["state"]);
+        let root_started = s["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| tag(x, "pv2hvm:run-id") == Some("killed") && tag(x, "pv2hvm:role") == Some("root"));
+        if root_started {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the upload never started");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its upload started");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = |s: &serde_json::Value| {
+        s["snapshots"].as_array().unwrap().iter().filter(|x| tag(x, "pv2hvm:run-id") == Some("killed")).count()
+    };
+    let left = m.tool_json(&["state"]);
+    assert_eq!(killed(&left), 2, "the temporary snapshot and the unfinished child: {}", left["snapshots"]);
+    let out = run_ok(m.pv2hvm().args(["cleanup", "--run-id", "killed", "--yes"]));
+    assert_eq!(stdout(&out).matches("removed snapshot").count(), 2, "{}", stdout(&out));
+    let after = m.tool_json(&["state"]);
+    assert_eq!(killed(&after), 0);
+    assert_eq!(ids(&after, "snapshots", "SnapshotId"), ids(&before, "snapshots", "SnapshotId"));
+    assert_eq!(ids(&after, "images", "ImageId"), ids(&before, "images", "ImageId"));
+
+    // Throttling and 500s: retried with backoff to success; with --stop the instance is stopped
+    // for the snapshot and running again afterwards, and --launch leaves a stopped Nitro
+    // replacement of the same size with the source's tags.
+    let log = m.inject("put=3:throttle,get=4:500");
+    let r = migrate_json(&m, &[inst, "--stop", "--launch"], dir.path());
+    assert_eq!(r["outcome"], "migrated");
+    let state = m.tool_json(&["state"]);
+    let instance =
+        |id: &str| state["instances"].as_array().unwrap().iter().find(|i| i["InstanceId"] == id).unwrap().clone();
+    assert_eq!(instance(inst)["State"]["Name"], "running");
+    let new = instance(r["instance"].as_str().unwrap());
+    assert_eq!(new["InstanceType"], "m5.large");
+    assert_eq!(new["State"]["Name"], "stopped");
+    assert_eq!(new["ImageId"], r["image"]);
+    assert_eq!(tag(&new, "Name"), Some("web-1"));
+    assert_eq!(tag(&new, "pv2hvm:run-id"), r["run_id"].as_str());
+    let injected = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(injected.matches("put throttle").count(), 3, "{injected}");
+    assert_eq!(injected.matches("get 500").count(), 4, "{injected}");
+}
+
+#[test]
+fn preflight_refusals_already_hvm_and_an_unreachable_endpoint() {
+    let m = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Refusals need no blocks: a small image stands in for the volume.
+    let small = dir.path().join("small.img");
+    std::fs::write(&small, vec![0x5a; 4 << 20]).unwrap();
+    let small = small.to_str().unwrap();
+    for (variant, words) in [
+        ("windows", "Windows guests are not supported"),
+        ("marketplace", "Marketplace product code aw0evgkw8e5c1q413zgy5pjce"),
+        ("instance-store", "the root device is instance store"),
+    ] {
+        let s = m.tool_json(&["seed", small, "--variant", variant]);
+        let before = m.tool_json(&["state"]);
+        let inst = s["instance"].as_str().unwrap();
+        let out = m.pv2hvm().args(["migrate", inst, "--yes", "--work-dir"]).arg(dir.path()).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{variant}: {}", stderr(&out));
+        assert!(stderr(&out).contains(words), "{variant}: {}", stderr(&out));
+        assert_eq!(m.tool_json(&["state"]), before, "{variant}: nothing was created");
+    }
+
+    // A root filesystem the plan rules out: refused with the plan's reason, and the temporary
+    // snapshot taken to read it is gone again.
+    let s = m.tool_json(&["seed", small]);
+    let inst = s["instance"].as_str().unwrap();
+    let before = m.tool_json(&["state"]);
+    let out = m.pv2hvm().args(["migrate", inst, "--yes", "--work-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no ext2/ext3/ext4 filesystem or MBR partition table found"), "{}", stderr(&out));
+    assert_eq!(ids(&m.tool_json(&["state"]), "snapshots", "SnapshotId"), ids(&before, "snapshots", "SnapshotId"));
+
+    // Already HVM: nothing to do, exit 0.
+    let hvm = m.tool(&["hvm-image", s["image"].as_str().unwrap()]);
+    let out = run_ok(m.pv2hvm().args(["migrate", hvm.trim(), "--yes", "--work-dir"]).arg(dir.path()));
+    assert!(stdout(&out).contains("already HVM, nothing to do"), "{}", stdout(&out));
+
+    // Off a terminal, without --yes: refused before anything is made.
+    let before = m.tool_json(&["state"]);
+    let out = m.pv2hvm().args(["migrate", inst, "--work-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    assert_eq!(ids(&m.tool_json(&["state"]), "snapshots", "SnapshotId"), ids(&before, "snapshots", "SnapshotId"));
+
+    // Nobody listening: one line, exit 7, in bounded time.
+    let started = std::time::Instant::now();
+    let out = pv2hvm()
+        .args(["migrate", "i-0123456789abcdef0", "--yes", "-q"])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("Connection refused"), "{}", stderr(&out));
+    assert!(started.elapsed().as_secs() < 90, "gave up after {:?}", started.elapsed());
+}

@@ -1,0 +1,145 @@
+"""What pv2hvm's AWS tests do to the local server besides running pv2hvm, with boto3:
+
+    tool.py seed IMAGE [--encrypted] [--data-volume]   upload IMAGE as a snapshot through EBS
+        direct, register a PV AMI (aki- kernel, /dev/sda1 root, an ephemeral mapping) and run an
+        instance from it; prints {"snapshot", "image", "instance"} as JSON
+    tool.py download SNAPSHOT OUT      every block of SNAPSHOT into the sparse file OUT
+    tool.py changed FIRST SECOND       ListChangedBlocks between two snapshots: a JSON list
+    tool.py state [REGION]             every snapshot, image, instance and volume, as JSON
+    tool.py hvm-image IMAGE            register an HVM AMI from IMAGE's snapshot; prints its id
+
+seed --variant windows|marketplace|instance-store tags the AMI with moto_patches' test-only
+`moto:*` tags, so that it and its instance look like what preflight must refuse.
+
+The endpoint comes from AWS_ENDPOINT_URL, the region from AWS_DEFAULT_REGION.
+"""
+
+import base64
+import concurrent.futures
+import hashlib
+import json
+import os
+import sys
+
+import boto3
+
+BLOCK = 524288
+
+
+def clients(region=None):
+    return boto3.client("ec2", region_name=region), boto3.client("ebs", region_name=region)
+
+
+def upload(ebs, path, **start):
+    size = os.path.getsize(path)
+    gib = (size + (1 << 30) - 1) >> 30
+    snap = ebs.start_snapshot(VolumeSize=gib, **start)["SnapshotId"]
+
+    def put(idx):
+        with open(path, "rb") as f:
+            f.seek(idx * BLOCK)
+            data = f.read(BLOCK).ljust(BLOCK, b"\0")
+        if not any(data):
+            return 0
+        ebs.put_snapshot_block(
+            SnapshotId=snap, BlockIndex=idx, BlockData=data, DataLength=BLOCK,
+            Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode(), ChecksumAlgorithm="SHA256")
+        return 1
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        count = sum(pool.map(put, range((size + BLOCK - 1) // BLOCK)))
+    ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=count)
+    return snap
+
+
+def seed(path, encrypted=False, data_volume=False, variant=None):
+    ec2, ebs = clients()
+    start = {"Encrypted": True} if encrypted else {}
+    snap = upload(ebs, path, Tags=[{"Key": "Name", "Value": "pv-root"}], **start)
+    mappings = [
+        {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": snap, "DeleteOnTermination": True}},
+        {"DeviceName": "/dev/sda2", "VirtualName": "ephemeral0"},
+    ]
+    if data_volume:
+        mappings.append({"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": True}})
+    image = ec2.register_image(
+        Name="pv-guest", Description="a PV guest", Architecture="x86_64", VirtualizationType="paravirtual",
+        KernelId="aki-919dcaf8", RootDeviceName="/dev/sda1", BlockDeviceMappings=mappings,
+        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "team", "Value": "storage"}] + VARIANTS.get(variant, [])}],
+    )["ImageId"]
+    inst = ec2.run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, InstanceType="m1.large",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
+    )["Instances"][0]["InstanceId"]
+    print(json.dumps({"snapshot": snap, "image": image, "instance": inst}))
+
+
+VARIANTS = {
+    "windows": [{"Key": "moto:platform", "Value": "windows"}],
+    "marketplace": [{"Key": "moto:product-code", "Value": "aw0evgkw8e5c1q413zgy5pjce"}],
+    "instance-store": [{"Key": "moto:root-device-type", "Value": "instance-store"}],
+}
+
+
+def download(snap, out):
+    _, ebs = clients()
+    blocks, token, size = {}, None, 0
+    while True:
+        kw = {"NextToken": token} if token else {}
+        page = ebs.list_snapshot_blocks(SnapshotId=snap, **kw)
+        size = page["VolumeSize"] << 30
+        for b in page["Blocks"]:
+            blocks[b["BlockIndex"]] = b["BlockToken"]
+        token = page.get("NextToken")
+        if not token:
+            break
+    with open(out, "wb") as f:
+        f.truncate(size)
+        for idx, tok in sorted(blocks.items()):
+            r = ebs.get_snapshot_block(SnapshotId=snap, BlockIndex=idx, BlockToken=tok)
+            data = r["BlockData"].read()
+            assert base64.b64encode(hashlib.sha256(data).digest()).decode() == r["Checksum"], idx
+            f.seek(idx * BLOCK)
+            f.write(data)
+    print(json.dumps({"blocks": len(blocks), "size": size}))
+
+
+def changed(first, second):
+    _, ebs = clients()
+    out = ebs.list_changed_blocks(FirstSnapshotId=first, SecondSnapshotId=second)
+    print(json.dumps(sorted(b["BlockIndex"] for b in out["ChangedBlocks"])))
+
+
+def state(region=None):
+    ec2, _ = clients(region)
+    snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    images = ec2.describe_images(Owners=["self"])["Images"]
+    insts = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    vols = ec2.describe_volumes()["Volumes"]
+    print(json.dumps({"snapshots": snaps, "images": images, "instances": insts, "volumes": vols}, default=str))
+
+
+def hvm_image(image):
+    ec2, _ = clients()
+    src = ec2.describe_images(ImageIds=[image])["Images"][0]
+    snap = src["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    print(ec2.register_image(
+        Name="already-hvm", Architecture="x86_64", VirtualizationType="hvm", RootDeviceName="/dev/xvda",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"])
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "seed":
+        variant = args[args.index("--variant") + 1] if "--variant" in args else None
+        seed(args[0], "--encrypted" in args, "--data-volume" in args, variant)
+    elif cmd == "download":
+        download(args[0], args[1])
+    elif cmd == "changed":
+        changed(args[0], args[1])
+    elif cmd == "state":
+        state(args[0] if args else None)
+    elif cmd == "hvm-image":
+        hvm_image(args[0])
+    else:
+        sys.exit(f"unknown command {cmd}")

@@ -1,0 +1,87 @@
+//! A local AWS API server for the AWS tests: moto (from the venv scripts/test makes, named by
+//! PV2HVM_PYTHON) with tests/aws/moto_patches.py loaded, on a free port of 127.0.0.1, one per
+//! test. tests/aws/tool.py seeds it and reads it back with boto3.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use super::{pv2hvm, run_ok, stdout};
+
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+    pub faults: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("PV2HVM_PYTHON")
+        .map(PathBuf::from)
+        .expect("PV2HVM_PYTHON is not set: run the tests through scripts/test, which makes the moto venv")
+}
+
+fn aws_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws")
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = dir.path().join("faults");
+        let mut child = Command::new(python())
+            .arg(aws_dir().join("server.py"))
+            .arg("0")
+            .env("PV2HVM_MOTO_FAULTS_FILE", &faults)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("moto did not start: {line:?}"));
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}"), faults, _dir: dir }
+    }
+
+    /// Points `cmd` at this server with test credentials in us-east-1.
+    pub fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+    }
+
+    pub fn pv2hvm(&self) -> Command {
+        let mut c = pv2hvm();
+        self.env(&mut c);
+        c
+    }
+
+    /// Runs tests/aws/tool.py and returns its stdout.
+    pub fn tool(&self, args: &[&str]) -> String {
+        let mut c = Command::new(python());
+        c.arg(aws_dir().join("tool.py")).args(args);
+        stdout(&run_ok(self.env(&mut c)))
+    }
+
+    pub fn tool_json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.tool(args)).unwrap()
+    }
+
+    /// Arms fault injection ("put=3:throttle,get=2:500"); returns the log of injected faults.
+    pub fn inject(&self, spec: &str) -> PathBuf {
+        std::fs::write(&self.faults, spec).unwrap();
+        self.faults.with_extension("log")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

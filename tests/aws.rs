@@ -164,6 +164,15 @@ fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
         "the plan names the snapshot it read (the AMI's: the volume has none): {notes:?}"
     );
     assert!(plan["delta_estimate"]["blocks"].as_u64().unwrap() > 0);
+    // --snapshot-now reads a fresh snapshot of the volume and deletes it again.
+    let out =
+        run_ok(m.pv2hvm().args(["plan", inst, "--snapshot-now", "--format", "json", "--work-dir"]).arg(dir.path()));
+    let fresh: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = fresh["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("taken now of vol-")), "{notes:?}");
+    let after = m.tool_json(&["state"]);
+    assert_eq!(ids(&after, "snapshots", "SnapshotId"), ids(&before, "snapshots", "SnapshotId"));
+    assert_eq!(ids(&after, "images", "ImageId"), ids(&before, "images", "ImageId"));
 
     // The reviewed plan, applied to the instance: its fresh snapshot has not drifted.
     let saved = dir.path().join("plan.json");

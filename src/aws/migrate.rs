@@ -193,8 +193,9 @@ fn age_text(secs: i64) -> String {
     }
 }
 
-/// The plan for an AWS source, made from a snapshot that already exists (or a fresh one with
-/// `snapshot_now`, tagged temporary). Reads only the blocks inspection needs.
+/// The plan for an AWS source, made from a snapshot that already exists (or, with
+/// `snapshot_now`, a fresh one, tagged temporary and deleted after planning). Reads only the
+/// blocks inspection needs.
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     aws: &Aws,
@@ -210,7 +211,7 @@ pub fn plan(
     if !preflight(&src)? {
         return Err(MigrateError::Refused { source_id: id.into(), reason: "already HVM, nothing to do".into() });
     }
-    let (snap, how) = match (snapshot_now, &src.root_volume) {
+    let (snap, how, fresh) = match (snapshot_now, &src.root_volume) {
         (true, Some(vol)) => {
             let s = ec2::create_snapshot(
                 aws,
@@ -218,16 +219,44 @@ pub fn plan(
                 &format!("pv2hvm plan of {id}"),
                 &tags::run_tags(run_id, id, Role::Temporary),
             )?;
-            ec2::wait_snapshot(aws, &s, WAIT)?;
-            (s.clone(), format!("reads {s}, taken now of {vol} (temporary, run {run_id})"))
+            let how = format!("reads {s}, taken now of {vol} and deleted after planning");
+            (s.clone(), how, Some(s))
         }
-        _ => snapshot_for_plan(aws, &src)?,
+        _ => {
+            let (s, how) = snapshot_for_plan(aws, &src)?;
+            (s, how, None)
+        }
     };
-    let source = Arc::new(EbsSnapshotSource::open(aws, &snap, work_dir, concurrency)?);
-    let fetches = Arc::clone(&source.fetches);
-    let mut plan = convert::plan_only(source, spec, playbooks, Some(format!("an HVM AMI of {id}")))?;
+    let planned = plan_snapshot(aws, id, &snap, spec, playbooks, work_dir, concurrency, fresh.is_some());
+    // A snapshot taken for the plan is only read: it goes, whatever the plan said.
+    if let Some(s) = &fresh
+        && let Err(e) = ec2::delete_snapshot(aws, s)
+    {
+        tracing::warn!(snapshot = %s, error = %e, "could not delete the snapshot taken for the plan");
+    }
+    let (mut plan, fetched) = planned?;
     plan.notes.push(how);
-    plan.notes.push(format!("{} block(s) of 512 KiB fetched to make this plan", fetches.blocks()));
+    plan.notes.push(format!("{fetched} block(s) of 512 KiB fetched to make this plan"));
+    Ok((plan, fetched))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_snapshot(
+    aws: &Aws,
+    id: &str,
+    snap: &str,
+    spec: &ConvertSpec,
+    playbooks: &[Playbook],
+    work_dir: &std::path::Path,
+    concurrency: usize,
+    wait: bool,
+) -> Result<(Plan, u64), MigrateError> {
+    if wait {
+        ec2::wait_snapshot(aws, snap, WAIT)?;
+    }
+    let source = Arc::new(EbsSnapshotSource::open(aws, snap, work_dir, concurrency)?);
+    let fetches = Arc::clone(&source.fetches);
+    let plan = convert::plan_only(source, spec, playbooks, Some(format!("an HVM AMI of {id}")))?;
     Ok((plan, fetches.blocks()))
 }
 

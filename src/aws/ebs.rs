@@ -43,11 +43,10 @@ fn io_err(e: AwsError) -> io::Error {
     io::Error::other(e)
 }
 
-/// Block and request counts of one transfer, shared with whoever reports them.
+/// The blocks one transfer moved, shared with whoever reports them.
 #[derive(Debug, Default)]
 pub struct Transfer {
     pub blocks: AtomicU64,
-    pub bytes: AtomicU64,
 }
 
 impl Transfer {
@@ -120,7 +119,6 @@ impl EbsSnapshotSource {
             self.cache.write_all_at(&data, index as u64 * BLOCK)?;
             fetched[index as usize] = true;
             self.fetches.blocks.fetch_add(1, Ordering::Relaxed);
-            self.fetches.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -131,13 +129,6 @@ impl EbsSnapshotSource {
             return 0..0;
         }
         (range.start / BLOCK) as i32..end.div_ceil(BLOCK) as i32
-    }
-
-    /// Fetches every block the snapshot holds: the cache file is then the whole volume.
-    pub fn fetch_all_blocks(&self) -> io::Result<&File> {
-        let all: Vec<i32> = self.tokens.keys().copied().collect();
-        self.ensure(all.into_iter())?;
-        Ok(&self.cache)
     }
 }
 
@@ -351,7 +342,6 @@ pub async fn write_snapshot(
         if len > 0 {
             count += 1;
             uploads.blocks.fetch_add(1, Ordering::Relaxed);
-            uploads.bytes.fetch_add(len as u64, Ordering::Relaxed);
         }
     }
     with_retries(

@@ -206,7 +206,7 @@ pub fn plan(
     concurrency: usize,
     snapshot_now: bool,
     run_id: &str,
-) -> Result<(Plan, u64), MigrateError> {
+) -> Result<Plan, MigrateError> {
     let src = ec2::describe_source(aws, id)?;
     if !preflight(&src)? {
         return Err(MigrateError::Refused { source_id: id.into(), reason: "already HVM, nothing to do".into() });
@@ -237,7 +237,7 @@ pub fn plan(
     let (mut plan, fetched) = planned?;
     plan.notes.push(how);
     plan.notes.push(format!("{fetched} block(s) of 512 KiB fetched to make this plan"));
-    Ok((plan, fetched))
+    Ok(plan)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -67,10 +67,6 @@ impl AwsError {
 pub struct Connection {
     pub region: Option<String>,
     pub profile: Option<String>,
-    /// Upper bound on one API call, retries included.
-    pub call_timeout: Option<Duration>,
-    /// Attempts per call (the first included).
-    pub max_attempts: Option<u32>,
 }
 
 /// An async runtime and clients for one region. Synchronous code (the engine, libext2fs's
@@ -92,7 +88,8 @@ impl Aws {
             .thread_name("pv2hvm-aws")
             .build()
             .map_err(|e| AwsError::Other(format!("starting the AWS runtime: {e}")))?;
-        let call = c.call_timeout.unwrap_or(Duration::from_secs(120));
+        // Upper bound on one API call, retries included.
+        let call = Duration::from_secs(120);
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(60))
@@ -100,7 +97,7 @@ impl Aws {
             .operation_timeout(call)
             .build();
         let retry = RetryConfig::standard()
-            .with_max_attempts(c.max_attempts.unwrap_or(8))
+            .with_max_attempts(8)
             .with_initial_backoff(Duration::from_millis(100))
             .with_max_backoff(Duration::from_secs(5));
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).retry_config(retry);

@@ -15,7 +15,7 @@ use super::args::{AwsArgs, Format, MigrateArgs};
 use super::progress::Drawer;
 
 fn connect(a: &AwsArgs) -> Result<Aws> {
-    let c = Connection { region: a.region.clone(), profile: a.profile.clone(), ..Connection::default() };
+    let c = Connection { region: a.region.clone(), profile: a.profile.clone() };
     Ok(Aws::connect(&c).map_err(Error::from)?)
 }
 
@@ -47,7 +47,7 @@ pub fn plan(
     books: &[pv2hvm::guest::playbook::Playbook],
 ) -> Result<Plan> {
     let aws = connect(a)?;
-    let (plan, _) = migrate::plan(&aws, id, spec, books, &work_dir(a), a.concurrency, snapshot_now, &new_run_id())
+    let plan = migrate::plan(&aws, id, spec, books, &work_dir(a), a.concurrency, snapshot_now, &new_run_id())
         .map_err(Error::from)
         .with_context(|| format!("planning the migration of {id}"))?;
     Ok(plan)

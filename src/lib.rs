@@ -14,7 +14,9 @@
 //! - [`convert`]: the pipeline itself, over the block traits;
 //! - [`host`]: the host tools pv2hvm runs (e2fsck) and checks (`doctor`);
 //! - [`aws`]: EBS snapshots as block sources and sinks, and `migrate` / `plan` / `cleanup`
-//!   against AWS (the engine above never sees it).
+//!   against AWS (the engine above never sees it);
+//! - [`fleet`]: many sources at once: plans, crash-safe batch runs with a journal, shards for
+//!   array jobs, reports.
 //!
 //! [`spec::ConvertSpec`] holds the choices that shape a conversion; [`error::Error`] classifies
 //! every failure into an [`error::ErrorKind`] with its exit code.
@@ -26,6 +28,8 @@ pub mod convert;
 pub mod disk;
 pub mod error;
 pub mod ext2fs;
+#[cfg(feature = "aws")]
+pub mod fleet;
 pub mod guest;
 pub mod host;
 pub mod io;

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Cmd::BootCheck { image, bus, timeout, console_log } => {
             cli::commands::boot_check(&image, &bus, timeout, console_log.as_deref())
         }
+        Cmd::Fleet { cmd } => cli::fleet::dispatch(cmd, quiet),
         Cmd::Doctor { grub_dir } => cli::commands::doctor(grub_dir.as_deref()),
     };
     match result {

@@ -9,6 +9,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `DST.partial`: where output is staged until it is complete and renamed into place.
+pub fn partial_path(dest: &Path) -> std::path::PathBuf {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(".partial");
+    std::path::PathBuf::from(name)
+}
+
 /// Writes `text` to `path` atomically: a temporary file beside it, fsync, rename.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -55,6 +55,8 @@ pub struct SourceInfo {
     pub security_groups: Vec<String>,
     pub iam_profile_arn: Option<String>,
     pub key_name: Option<String>,
+    /// The run that stopped this instance for its snapshot and has not started it again.
+    pub stopped_by: Option<String>,
 }
 
 /// A snapshot's state and shape.
@@ -148,6 +150,12 @@ fn describe_instance(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
         .flat_map(|r| r.instances())
         .next()
         .ok_or_else(|| AwsError::Refused(format!("{id}: no such instance")))?;
+    Ok(instance_info(i))
+}
+
+/// What DescribeInstances says of one instance.
+pub fn instance_info(i: &aws_sdk_ec2::types::Instance) -> SourceInfo {
+    let id = i.instance_id().unwrap_or_default();
     let tags = own_tags(i.tags().iter());
     let root_name = i.root_device_name().map(str::to_string);
     let mut root_volume = None;
@@ -160,7 +168,7 @@ fn describe_instance(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
             others.push((dev.to_string(), vol.to_string()));
         }
     }
-    Ok(SourceInfo {
+    SourceInfo {
         id: id.to_string(),
         name: name_of(&tags),
         description: None,
@@ -180,9 +188,10 @@ fn describe_instance(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
         security_groups: i.security_groups().iter().filter_map(|g| g.group_id().map(str::to_string)).collect(),
         iam_profile_arn: i.iam_instance_profile().and_then(|p| p.arn()).map(str::to_string),
         key_name: i.key_name().map(str::to_string),
+        stopped_by: super::tags::get(&tags, super::tags::STOPPED_BY).map(str::to_string),
         tags: user_tags(&tags),
         ..SourceInfo::default()
-    })
+    }
 }
 
 fn describe_image_source(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
@@ -190,6 +199,12 @@ fn describe_image_source(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
         .block_on(aws.ec2.describe_images().image_ids(id).send())
         .map_err(|e| AwsError::call(format!("describing {id}"), e))?;
     let img = out.images().first().ok_or_else(|| AwsError::Refused(format!("{id}: no such AMI")))?;
+    Ok(image_info(img))
+}
+
+/// What DescribeImages says of one AMI.
+pub fn image_info(img: &aws_sdk_ec2::types::Image) -> SourceInfo {
+    let id = img.image_id().unwrap_or_default();
     let tags = own_tags(img.tags().iter());
     let root_name = img.root_device_name().map(str::to_string);
     let mut root_snapshot = None;
@@ -213,7 +228,7 @@ fn describe_image_source(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
             delete_on_termination: m.ebs().and_then(|e| e.delete_on_termination()).unwrap_or(true),
         });
     }
-    Ok(SourceInfo {
+    SourceInfo {
         id: id.to_string(),
         name: img.name().map(str::to_string),
         description: img.description().map(str::to_string),
@@ -228,7 +243,7 @@ fn describe_image_source(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
         other_mappings: others,
         tags: user_tags(&tags),
         ..SourceInfo::default()
-    })
+    }
 }
 
 fn snapshot_info(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotInfo {
@@ -474,13 +489,59 @@ pub fn copy_image(
         .map_err(|e| AwsError::call(format!("copying {image} to {region}"), e))?;
     let id = out.image_id().map(str::to_string).ok_or_else(|| AwsError::Other("CopyImage returned no id".into()))?;
     // Tags on the copy, in case the region's API does not take them with the call.
-    let mut t = client.create_tags().resources(&id);
+    create_tags(aws, &client, &id, tags)?;
+    wait_image(aws, &client, &id, Duration::from_secs(3600))?;
+    Ok(id)
+}
+
+/// Adds (or overwrites) tags on a resource in `client`'s region.
+pub fn create_tags(
+    aws: &Aws,
+    client: &aws_sdk_ec2::Client,
+    id: &str,
+    tags: &[(String, String)],
+) -> Result<(), AwsError> {
+    let mut t = client.create_tags().resources(id);
     for (k, v) in tags {
         t = t.tags(Tag::builder().key(k).value(v).build());
     }
     aws.block_on(t.send()).map_err(|e| AwsError::call(format!("tagging {id}"), e))?;
-    wait_image(aws, &client, &id, Duration::from_secs(3600))?;
-    Ok(id)
+    Ok(())
+}
+
+pub fn delete_tag(aws: &Aws, id: &str, key: &str) -> Result<(), AwsError> {
+    aws.block_on(aws.ec2.delete_tags().resources(id).tags(Tag::builder().key(key).build()).send())
+        .map_err(|e| AwsError::call(format!("untagging {id}"), e))?;
+    Ok(())
+}
+
+/// Instances matching `filters` that are not terminated (or shutting down): (id, state).
+pub fn find_instances(aws: &Aws, filters: Vec<Filter>) -> Result<Vec<(String, String)>, AwsError> {
+    let mut out = Vec::new();
+    let mut next = None;
+    loop {
+        let page = aws
+            .block_on(
+                aws.ec2.describe_instances().set_filters(Some(filters.clone())).set_next_token(next.take()).send(),
+            )
+            .map_err(|e| AwsError::call("listing instances", e))?;
+        for i in page.reservations().iter().flat_map(|r| r.instances()) {
+            let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default();
+            if let (Some(id), false) = (i.instance_id(), matches!(state.as_str(), "terminated" | "shutting-down")) {
+                out.push((id.to_string(), state));
+            }
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// An idempotency token (ClientToken) for one call of one run on one source: the same
+/// inputs give the same token, so a retried request makes nothing twice.
+pub fn token(parts: &[&str]) -> String {
+    format!("pv2hvm-{}", &crate::util::sha256_hex(parts.join("\n").as_bytes())[..40])
 }
 
 pub fn delete_snapshot(aws: &Aws, id: &str) -> Result<(), AwsError> {

@@ -9,6 +9,7 @@
 //! ([`retry`]).
 
 pub mod cleanup;
+pub mod discover;
 pub mod ebs;
 pub mod ec2;
 pub mod migrate;
@@ -67,6 +68,9 @@ impl AwsError {
 pub struct Connection {
     pub region: Option<String>,
     pub profile: Option<String>,
+    /// The SDK's adaptive retry mode (client-side rate limiting that backs off as the service
+    /// throttles): for fleets, where many migrations share one account's request rate.
+    pub adaptive_retry: bool,
 }
 
 /// An async runtime and clients for one region. Synchronous code (the engine, libext2fs's
@@ -96,7 +100,8 @@ impl Aws {
             .operation_attempt_timeout(Duration::from_secs(60).min(call))
             .operation_timeout(call)
             .build();
-        let retry = RetryConfig::standard()
+        let retry = if c.adaptive_retry { RetryConfig::adaptive() } else { RetryConfig::standard() };
+        let retry = retry
             .with_max_attempts(8)
             .with_initial_backoff(Duration::from_millis(100))
             .with_max_backoff(Duration::from_secs(5));
@@ -186,8 +191,16 @@ mod tests {
     /// The AWS operations the code calls, as IAM actions: `ec2.describe_images()`,
     /// `client.copy_image()`, `ebs.put_snapshot_block()` and the like.
     fn actions_called() -> std::collections::BTreeSet<String> {
-        let sources =
-            [include_str!("ebs.rs"), include_str!("ec2.rs"), include_str!("migrate.rs"), include_str!("cleanup.rs")];
+        let sources = [
+            include_str!("ebs.rs"),
+            include_str!("ec2.rs"),
+            include_str!("discover.rs"),
+            include_str!("migrate/mod.rs"),
+            include_str!("migrate/plan.rs"),
+            include_str!("migrate/register.rs"),
+            include_str!("migrate/resume.rs"),
+            include_str!("cleanup.rs"),
+        ];
         let mut out = std::collections::BTreeSet::new();
         for src in sources {
             let flat: String = src.split_whitespace().collect::<Vec<_>>().join("");

@@ -10,6 +10,16 @@ pub const PLAN_HASH: &str = "pv2hvm:plan-hash";
 pub const VERSION: &str = "pv2hvm:version";
 pub const LAYOUT: &str = "pv2hvm:layout";
 pub const CREATED: &str = "pv2hvm:created";
+/// On a root snapshot: what registering an AMI from it needs, so a resumed run can register
+/// without planning again.
+pub const ARCH: &str = "pv2hvm:arch";
+pub const ENA: &str = "pv2hvm:ena";
+pub const SRIOV: &str = "pv2hvm:sriov";
+pub const NITRO: &str = "pv2hvm:nitro";
+/// On a data snapshot: the device it maps to.
+pub const DEVICE: &str = "pv2hvm:device";
+/// On an instance `--stop` stopped: the run that stopped it, so a resumed run starts it again.
+pub const STOPPED_BY: &str = "pv2hvm:stopped-by";
 
 /// What a tagged resource is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +34,8 @@ pub enum Role {
     Image,
     /// A replacement instance (--launch).
     Instance,
+    /// A temporary snapshot kept on purpose (--keep-temp): no later run removes it.
+    Kept,
 }
 
 impl Role {
@@ -34,6 +46,7 @@ impl Role {
             Role::Data => "data",
             Role::Image => "image",
             Role::Instance => "instance",
+            Role::Kept => "kept",
         }
     }
 }
@@ -49,13 +62,18 @@ pub fn run_tags(run_id: &str, source: &str, role: Role) -> Vec<(String, String)>
     ]
 }
 
-/// Seconds since the epoch as an RFC 3339 UTC timestamp.
+/// Now, as an RFC 3339 UTC timestamp.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    rfc3339(secs)
+    rfc3339(now_secs() as u64)
 }
 
-fn rfc3339(secs: u64) -> String {
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp.
+pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil-from-days (H. Hinnant's algorithm).

@@ -98,6 +98,11 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Many sources at once: discover, plan, run in crash-safe batches, status, report.
+    Fleet {
+        #[command(subcommand)]
+        cmd: super::fleet::args::FleetCmd,
+    },
     /// Check the host tools pv2hvm needs.
     Doctor {
         #[arg(long)]

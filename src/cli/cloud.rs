@@ -14,21 +14,21 @@ use pv2hvm::plan::Plan;
 use super::args::{AwsArgs, Format, MigrateArgs};
 use super::progress::Drawer;
 
-fn connect(a: &AwsArgs) -> Result<Aws> {
-    let c = Connection { region: a.region.clone(), profile: a.profile.clone() };
+pub fn connect(a: &AwsArgs) -> Result<Aws> {
+    let c = Connection { region: a.region.clone(), profile: a.profile.clone(), adaptive_retry: false };
     Ok(Aws::connect(&c).map_err(Error::from)?)
 }
 
-fn work_dir(a: &AwsArgs) -> PathBuf {
+pub fn work_dir(a: &AwsArgs) -> PathBuf {
     a.work_dir.clone().or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from)).unwrap_or_else(|| "/var/tmp".into())
 }
 
-fn new_run_id() -> String {
+pub fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 /// Asks on a terminal; off a terminal, without --yes, refuses.
-fn ask(question: &str) -> Result<bool> {
+pub fn ask(question: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Err(Error::Refused(format!("{question}: not on a terminal, so pass --yes to go ahead")).into());
     }
@@ -47,10 +47,10 @@ pub fn plan(
     books: &[pv2hvm::guest::playbook::Playbook],
 ) -> Result<Plan> {
     let aws = connect(a)?;
-    let plan = migrate::plan(&aws, id, spec, books, &work_dir(a), a.concurrency, snapshot_now, &new_run_id())
+    let planned = migrate::plan(&aws, id, None, spec, books, &work_dir(a), a.concurrency, snapshot_now, &new_run_id())
         .map_err(Error::from)
         .with_context(|| format!("planning the migration of {id}"))?;
-    Ok(plan)
+    Ok(planned.plan)
 }
 
 pub fn migrate(a: MigrateArgs, quiet: bool) -> Result<ExitCode> {

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod cloud;
 pub mod commands;
+pub mod fleet;
 pub mod output;
 pub mod progress;
 pub mod signals;

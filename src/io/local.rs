@@ -112,9 +112,7 @@ pub struct LocalFileSink {
 impl LocalFileSink {
     /// Creates (or replaces a stale) `DST.partial` of `len` bytes, sparse.
     pub fn create(dest: &Path, len: u64) -> io::Result<Self> {
-        let mut name = dest.as_os_str().to_owned();
-        name.push(".partial");
-        let partial = PathBuf::from(name);
+        let partial = crate::util::partial_path(dest);
         let replaced_stale = partial.exists();
         if replaced_stale {
             // Its blocks may be shared or huge: start from an empty file, not a truncated one.

@@ -23,6 +23,12 @@ Each patch names the gap it closes:
    "put=3:throttle,get=2:500", the next 3 PutSnapshotBlock calls fail with
    RequestThrottledException and the next 2 GetSnapshotBlock calls with an HTTP 500; each
    injected failure is logged to the same name + ".log".
+11. Call log and slow registration (opt in, for kill-and-resume tests): with
+    PV2HVM_MOTO_CALLS_FILE set, every PutSnapshotBlock appends "put" and every RegisterImage
+    "register" to that file as it starts; PV2HVM_MOTO_REGISTER_DELAY (seconds) makes each
+    RegisterImage take that long, leaving a window to kill the client mid-call.
+12. RegisterImage accepts a name already in use: it fails with InvalidAMIName.Duplicate, as
+    EC2 does (AMI names are unique per account and region).
 """
 
 import base64
@@ -92,6 +98,18 @@ def _maybe_fail(op):
         with open(_faults_file + ".log", "a") as log:
             log.write(f"{op} {kind}\n")
     raise ThrottledException() if kind == "throttle" else InternalServerException()
+
+
+# 11. Call log and slow registration.
+_calls_file = os.environ.get("PV2HVM_MOTO_CALLS_FILE")
+_calls_lock = threading.Lock()
+
+
+def _log_call(name):
+    if not _calls_file:
+        return
+    with _calls_lock, open(_calls_file, "a") as log:
+        log.write(name + "\n")
 
 
 # 1. and 3.
@@ -179,6 +197,7 @@ def complete_snapshot(self, snapshot_id):
 
 
 def put_snapshot_block(self, snapshot_id, block_index, block_data, checksum, checksum_algorithm, data_length):
+    _log_call("put")
     _maybe_fail("put")
     snap = _ebs_snapshot(self, snapshot_id)
     if snap.status != "pending":
@@ -277,6 +296,19 @@ def _register_image_response(self):
     from moto.core.responses import ActionResult
 
     self.error_on_dryrun()
+    _log_call("register")
+    delay = float(os.environ.get("PV2HVM_MOTO_REGISTER_DELAY", "0") or 0)
+    if delay:
+        import time
+
+        time.sleep(delay)
+    # 12. Unique names.
+    from moto.ec2.exceptions import EC2ClientError
+
+    name = self._get_param("Name")
+    for other in list(self.ec2_backend.amis.values()):
+        if other.name == name and other.owner_id == self.current_account:
+            raise EC2ClientError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {other.id}")
     image = self.ec2_backend.register_image(self._get_param("Name"), self._get_param("Description", ""))
     mappings = []
     for m in self._get_param("BlockDeviceMappings", []) or []:

@@ -8,6 +8,14 @@
     tool.py state [REGION]             every snapshot, image, instance and volume, as JSON
     tool.py hvm-image IMAGE            register an HVM AMI from IMAGE's snapshot; prints its id
 
+    tool.py fleet-seed IMAGE N [--variant V] [--name PREFIX]   one PV AMI of IMAGE and N
+        instances of it named PREFIX-00…; prints {"image", "snapshot", "instances"}
+    tool.py add-instances IMAGE N [--name PREFIX]   N more instances of IMAGE; prints their ids
+    tool.py fake-fleet REGION PV HVM   in REGION: a PV and an HVM AMI over an empty snapshot,
+        PV and HVM instances of them; prints {"pv", "hvm", "pv_image", "hvm_image"}
+    tool.py deploy-env FILE            the env variable names a Kubernetes or Batch file sets,
+        and the command it runs, as JSON (the file parsed as YAML or JSON)
+
 seed --variant windows|marketplace|instance-store tags the AMI with moto_patches' test-only
 `moto:*` tags, so that it and its instance look like what preflight must refuse.
 
@@ -52,6 +60,72 @@ def upload(ebs, path, **start):
     return snap
 
 
+def register_pv(ec2, snap, variant=None, name="pv-guest"):
+    mappings = [
+        {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": snap, "DeleteOnTermination": True}},
+        {"DeviceName": "/dev/sda2", "VirtualName": "ephemeral0"},
+    ]
+    return ec2.register_image(
+        Name=name, Description="a PV guest", Architecture="x86_64", VirtualizationType="paravirtual",
+        KernelId="aki-919dcaf8", RootDeviceName="/dev/sda1", BlockDeviceMappings=mappings,
+        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "team", "Value": "storage"}] + VARIANTS.get(variant, [])}],
+    )["ImageId"]
+
+
+def run(ec2, image, count, prefix, instance_type="m1.large"):
+    ids = []
+    for i in range(count):
+        ids.append(ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": f"{prefix}-{i:02d}"}]}],
+        )["Instances"][0]["InstanceId"])
+    return ids
+
+
+def fleet_seed(path, count, variant=None, prefix="fleet"):
+    ec2, ebs = clients()
+    snap = upload(ebs, path)
+    image = register_pv(ec2, snap, variant, name=f"{prefix}-pv")
+    print(json.dumps({"snapshot": snap, "image": image, "instances": run(ec2, image, count, prefix)}))
+
+
+def fake_fleet(region, pv, hvm):
+    ec2, ebs = clients(region)
+    snap = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=0)
+    pv_image = register_pv(ec2, snap, name="fake-pv")
+    hvm_image = ec2.register_image(
+        Name="fake-hvm", Architecture="x86_64", VirtualizationType="hvm", RootDeviceName="/dev/xvda",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"]
+    print(json.dumps({"pv": run(ec2, pv_image, pv, f"pv-{region}"), "hvm": run(ec2, hvm_image, hvm, f"hvm-{region}", "m5.large"),
+                      "pv_image": pv_image, "hvm_image": hvm_image}))
+
+
+def deploy_env(path):
+    import yaml
+
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    names, commands = set(), []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("env", "environment"):
+                for e in node.get(key) or []:
+                    if isinstance(e, dict) and "name" in e:
+                        names.add(e["name"])
+            if "command" in node and isinstance(node["command"], list):
+                commands.append(node["command"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(docs)
+    print(json.dumps({"docs": docs, "env": sorted(names), "commands": commands}))
+
+
 def seed(path, encrypted=False, data_volume=False, variant=None):
     ec2, ebs = clients()
     start = {"Encrypted": True} if encrypted else {}
@@ -63,7 +137,7 @@ def seed(path, encrypted=False, data_volume=False, variant=None):
     if data_volume:
         mappings.append({"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": True}})
     image = ec2.register_image(
-        Name="pv-guest", Description="a PV guest", Architecture="x86_64", VirtualizationType="paravirtual",
+        Name=f"pv-guest-{snap[-8:]}", Description="a PV guest", Architecture="x86_64", VirtualizationType="paravirtual",
         KernelId="aki-919dcaf8", RootDeviceName="/dev/sda1", BlockDeviceMappings=mappings,
         TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "team", "Value": "storage"}] + VARIANTS.get(variant, [])}],
     )["ImageId"]
@@ -124,7 +198,7 @@ def hvm_image(image):
     src = ec2.describe_images(ImageIds=[image])["Images"][0]
     snap = src["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
     print(ec2.register_image(
-        Name="already-hvm", Architecture="x86_64", VirtualizationType="hvm", RootDeviceName="/dev/xvda",
+        Name=f"already-hvm-{snap[-8:]}", Architecture="x86_64", VirtualizationType="hvm", RootDeviceName="/dev/xvda",
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"])
 
 
@@ -139,6 +213,17 @@ if __name__ == "__main__":
         changed(args[0], args[1])
     elif cmd == "state":
         state(args[0] if args else None)
+    elif cmd == "fleet-seed":
+        variant = args[args.index("--variant") + 1] if "--variant" in args else None
+        prefix = args[args.index("--name") + 1] if "--name" in args else "fleet"
+        fleet_seed(args[0], int(args[1]), variant, prefix)
+    elif cmd == "add-instances":
+        prefix = args[args.index("--name") + 1] if "--name" in args else "more"
+        print(json.dumps(run(clients()[0], args[0], int(args[1]), prefix)))
+    elif cmd == "fake-fleet":
+        fake_fleet(args[0], int(args[1]), int(args[2]))
+    elif cmd == "deploy-env":
+        deploy_env(args[0])
     elif cmd == "hvm-image":
         hvm_image(args[0])
     else:

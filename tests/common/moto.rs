@@ -12,6 +12,8 @@ pub struct Moto {
     child: Child,
     pub endpoint: String,
     pub faults: PathBuf,
+    /// The call log (moto_patches 11): "put" and "register" lines as the calls start.
+    pub calls: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -27,12 +29,20 @@ fn aws_dir() -> PathBuf {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// A server with extra environment (PV2HVM_MOTO_REGISTER_DELAY).
+    pub fn start_with(env: &[(&str, &str)]) -> Moto {
         let dir = tempfile::tempdir().unwrap();
         let faults = dir.path().join("faults");
+        let calls = dir.path().join("calls");
         let mut child = Command::new(python())
             .arg(aws_dir().join("server.py"))
             .arg("0")
             .env("PV2HVM_MOTO_FAULTS_FILE", &faults)
+            .env("PV2HVM_MOTO_CALLS_FILE", &calls)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -41,7 +51,7 @@ impl Moto {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("moto did not start: {line:?}"));
-        Moto { child, endpoint: format!("http://127.0.0.1:{port}"), faults, _dir: dir }
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}"), faults, calls, _dir: dir }
     }
 
     /// Points `cmd` at this server with test credentials in us-east-1.
@@ -70,6 +80,11 @@ impl Moto {
 
     pub fn tool_json(&self, args: &[&str]) -> serde_json::Value {
         serde_json::from_str(&self.tool(args)).unwrap()
+    }
+
+    /// How many calls named `name` the call log holds.
+    pub fn calls(&self, name: &str) -> usize {
+        std::fs::read_to_string(&self.calls).unwrap_or_default().lines().filter(|l| *l == name).count()
     }
 
     /// Arms fault injection ("put=3:throttle,get=2:500"); returns the log of injected faults.

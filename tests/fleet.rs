@@ -1,0 +1,472 @@
+//! `pv2hvm fleet …` against a local AWS API server (moto, patched by tests/aws/moto_patches.py):
+//! discovery over regions, a planned run with failures and its reports, kill -9 at several
+//! points and resume (with and without the journal), shards run at once, the journal format,
+//! and the deploy files.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::moto::Moto;
+use common::*;
+
+fn tag<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    v["Tags"].as_array()?.iter().find(|t| t["Key"] == key)?["Value"].as_str()
+}
+
+fn seed(m: &Moto, image: &Path, n: usize, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["fleet-seed", image.to_str().unwrap()];
+    let count = n.to_string();
+    args.push(&count);
+    args.extend(extra);
+    let v = m.tool_json(&args);
+    v["instances"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect()
+}
+
+/// The pv2hvm AMIs of the home region: (source, spec hash) → AMI ids.
+fn amis(m: &Moto) -> BTreeMap<(String, String), Vec<String>> {
+    let state = m.tool_json(&["state"]);
+    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for img in state["images"].as_array().unwrap() {
+        if let (Some(src), Some(h)) = (tag(img, "pv2hvm:source"), tag(img, "pv2hvm:spec-hash")) {
+            out.entry((src.into(), h.into())).or_default().push(img["ImageId"].as_str().unwrap().into());
+        }
+    }
+    out
+}
+
+/// No temporary snapshot is left, and every root or data snapshot pv2hvm made is in an AMI.
+fn assert_no_orphans(m: &Moto) {
+    let state = m.tool_json(&["state"]);
+    let used: BTreeSet<String> = state["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["BlockDeviceMappings"].as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b["Ebs"]["SnapshotId"].as_str().map(str::to_string))
+        .collect();
+    for s in state["snapshots"].as_array().unwrap() {
+        let id = s["SnapshotId"].as_str().unwrap();
+        match tag(s, "pv2hvm:role") {
+            Some("temporary") => panic!("temporary snapshot {id} left behind"),
+            Some("root" | "data") => assert!(used.contains(id), "{id} ({:?}) is in no AMI", tag(s, "pv2hvm:role")),
+            _ => {}
+        }
+    }
+}
+
+fn status(m: &Moto, journal: &Path) -> serde_json::Value {
+    let out = run_ok(m.pv2hvm().args(["fleet", "status", "--format", "json", "--journal"]).arg(journal));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+fn fleet_run(m: &Moto, dir: &Path, journal: &Path, args: &[&str]) -> Command {
+    let mut c = m.pv2hvm();
+    c.args(["-q", "fleet", "run", "--yes", "--work-dir"]).arg(dir).arg("--journal").arg(journal).args(args);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Starts `cmd`, SIGKILLs it once `when` holds (polled), and returns how long it ran.
+fn kill_when(mut cmd: Command, when: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    loop {
+        if when() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return started.elapsed();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before the kill point");
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "no kill point within 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn discover_lists_exactly_the_pv_instances_and_amis_of_three_regions() {
+    let m = Moto::start();
+    let regions = [("us-east-1", 8, 2), ("eu-west-1", 7, 2), ("ap-southeast-2", 5, 1)];
+    let mut pv = BTreeSet::new();
+    let mut pv_images = BTreeSet::new();
+    for (r, p, h) in regions {
+        let v = m.tool_json(&["fake-fleet", r, &p.to_string(), &h.to_string()]);
+        pv.extend(v["pv"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()));
+        pv_images.insert(v["pv_image"].as_str().unwrap().to_string());
+    }
+    assert_eq!(pv.len(), 20);
+    let out = run_ok(m.pv2hvm().args([
+        "fleet",
+        "discover",
+        "--regions",
+        "us-east-1,eu-west-1,ap-southeast-2",
+        "--format",
+        "json",
+    ]));
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let found = |kind: &str| -> BTreeSet<String> {
+        items.iter().filter(|i| i["kind"] == kind).map(|i| i["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(found("instance"), pv);
+    assert_eq!(found("image"), pv_images);
+    for i in &items {
+        assert_eq!(i["verdict"], "candidate", "{i}");
+        assert_eq!(i["kernel_id"], "aki-919dcaf8");
+        assert!(i["launched"].as_str().is_some_and(|t| t.ends_with('Z')), "{i}");
+    }
+    // `all` asks DescribeRegions; a filter narrows; CSV has a header and one line per item.
+    let out = run_ok(m.pv2hvm().args(["fleet", "discover", "--regions", "all", "--format", "csv"]));
+    let text = stdout(&out);
+    assert!(text.starts_with("id,kind,region,name,"), "{text}");
+    assert_eq!(text.lines().count(), 1 + 20 + 3);
+    let out = run_ok(m.pv2hvm().args([
+        "fleet",
+        "discover",
+        "--regions",
+        "all",
+        "--filter",
+        "tag:Name=pv-eu-west-1-03",
+        "--format",
+        "csv",
+    ]));
+    let rows: Vec<String> = stdout(&out).lines().skip(1).map(str::to_string).collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains(",eu-west-1,pv-eu-west-1-03,"), "{rows:?}");
+    // A bad filter is a usage error before any call.
+    let out = m.pv2hvm().args(["fleet", "discover", "--filter", "nonsense"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// Report text with its run-dependent parts replaced: ids, timings, the fixture's kernel
+/// version; table rows sorted by name (ids sort randomly).
+fn normalise(text: &str, format: &str, kernel: &str) -> String {
+    let text = text.replace(kernel, "KVER");
+    let token = |w: &str| -> String {
+        for prefix in ["ami-", "snap-", "i-"] {
+            if let Some(rest) = w.strip_prefix(prefix)
+                && rest.len() >= 8
+                && rest.chars().all(|c| c.is_ascii_hexdigit())
+            {
+                return format!("{prefix}X");
+            }
+        }
+        if let Some((k, v)) = w.split_once('=')
+            && let Some(secs) = v.strip_suffix('s')
+            && secs.parse::<f64>().is_ok()
+        {
+            return format!("{k}=Ns");
+        }
+        if w.contains('.') && w.parse::<f64>().is_ok() {
+            return "N".into();
+        }
+        w.to_string()
+    };
+    if format == "json" {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let list = v["instances"].as_array_mut().unwrap();
+        for e in list.iter_mut() {
+            e["seconds"] = serde_json::Value::Null;
+            for k in ["blocks_fetched", "blocks_uploaded"] {
+                if e[k].as_u64().is_some_and(|n| n > 0) {
+                    e[k] = "N".into();
+                }
+            }
+            for st in e["stages"].as_array_mut().unwrap() {
+                st[1] = serde_json::Value::Null;
+            }
+            for k in ["source", "image", "error"] {
+                if let Some(s) = e[k].as_str() {
+                    e[k] = s.split(' ').map(token).collect::<Vec<_>>().join(" ").into();
+                }
+            }
+        }
+        list.sort_by_key(|e| e["name"].as_str().unwrap_or_default().to_string());
+        return serde_json::to_string_pretty(&v).unwrap() + "\n";
+    }
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut out = String::new();
+            let mut word = String::new();
+            for c in l.chars() {
+                if matches!(c, ' ' | ',' | '|' | '`' | ':' | ';') {
+                    out.push_str(&token(&word));
+                    word.clear();
+                    out.push(c);
+                } else {
+                    word.push(c);
+                }
+            }
+            out.push_str(&token(&word));
+            out
+        })
+        .collect();
+    let first_row = lines.iter().position(|l| l.starts_with("| `") || l.starts_with("i-X,")).unwrap_or(lines.len());
+    // Block counts follow the fixture (its kernel and initramfs): checked by the test itself.
+    let count =
+        |c: &str| if c.trim().parse::<u64>().is_ok_and(|n| n > 0) { c.replace(c.trim(), "N") } else { c.to_string() };
+    for l in &mut lines[first_row..] {
+        let sep = if l.starts_with('|') { '|' } else { ',' };
+        *l = l.split(sep).map(count).collect::<Vec<_>>().join(&sep.to_string());
+    }
+    let key =
+        |l: &String| l.split([',', '|']).map(str::trim).filter(|c| !c.is_empty()).nth(2).unwrap_or("").to_string();
+    lines[first_row..].sort_by_key(key);
+    lines.join("\n") + "\n"
+}
+
+fn expect(name: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fleet").join(name);
+    if std::env::var_os("PV2HVM_BLESS").is_some() {
+        std::fs::write(&path, got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(got, want, "{name} differs (PV2HVM_BLESS=1 rewrites it)");
+}
+
+#[test]
+fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
+    let m = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let good = seed(&m, &fixture_cloud(), 10, &[]);
+    // A Xen PV-only kernel, and an instance-store root.
+    let xen = copy_sparse(&fixture_cloud(), dir.path(), "xen.img");
+    let t = xen.display().to_string();
+    let config = format!("/boot/config-{}", kernel_version(&t));
+    let text = guest_cat(&t, &config);
+    guest_write(&t, &config, &format!("{text}CONFIG_X86_64_XEN=y\n"));
+    let xen_id = seed(&m, &xen, 1, &["--name", "xenonly"]).remove(0);
+    let tiny = dir.path().join("tiny.img");
+    std::fs::write(&tiny, vec![1u8; 4096]).unwrap();
+    let store_id = seed(&m, &tiny, 1, &["--name", "storeroot", "--variant", "instance-store"]).remove(0);
+
+    let plan = dir.path().join("fleet-plan.json");
+    let out = run_ok(
+        m.pv2hvm().args(["fleet", "plan", "--concurrency", "4", "--work-dir"]).arg(dir.path()).arg("-o").arg(&plan),
+    );
+    let md = stdout(&out);
+    assert!(md.contains("12 source(s)") && md.contains("| ready | 10 |") && md.contains("| refused | 2 |"), "{md}");
+    assert!(md.contains("| m5 | 10 |"), "{md}");
+    assert!(md.contains(&format!("`{xen_id}`")) && md.contains("cannot run as an HVM guest"), "{md}");
+    assert!(md.contains(&format!("`{store_id}`")) && md.contains("instance store"), "{md}");
+    assert_eq!(md.matches("<details><summary><code>").count(), 12);
+    assert!(amis(&m).is_empty(), "planning made an AMI");
+
+    let journal = dir.path().join("fleet.db");
+    let out = fleet_run(&m, dir.path(), &journal, &["--plan", plan.to_str().unwrap(), "--concurrency", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "two failed: {}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("10 done, 2 failed this run"), "{}", stdout(&out));
+    let made = amis(&m);
+    assert_eq!(made.len(), 10);
+    for id in &good {
+        let n: usize = made.iter().filter(|((s, _), _)| s == id).map(|(_, v)| v.len()).sum();
+        assert_eq!(n, 1, "{id}");
+    }
+    assert_no_orphans(&m);
+    let s = status(&m, &journal);
+    assert_eq!(s["totals"]["done"], 10);
+    assert_eq!(s["totals"]["failed"], 2);
+    for e in s["instances"].as_array().unwrap() {
+        if e["status"] == "done" {
+            let stages: Vec<&str> = e["stages"].as_array().unwrap().iter().map(|x| x[0].as_str().unwrap()).collect();
+            assert_eq!(stages, ["snapshot", "read", "convert", "upload", "register", "cleanup"], "{e}");
+            // In place: the metadata and edited files come down, a small delta goes up.
+            let (fetched, uploaded) = (e["blocks_fetched"].as_u64().unwrap(), e["blocks_uploaded"].as_u64().unwrap());
+            assert!(fetched >= 40 && (1..=64).contains(&uploaded), "{e}");
+        }
+    }
+
+    for (format, file) in [("markdown", "report.md"), ("csv", "report.csv"), ("json", "report.json")] {
+        let out = run_ok(m.pv2hvm().args(["fleet", "report", "--format", format, "--journal"]).arg(&journal));
+        expect(file, &normalise(&stdout(&out), format, &kernel_version(&fixture_cloud().display().to_string())));
+    }
+    // Again: nothing to do, nothing made.
+    let out = fleet_run(&m, dir.path(), &journal, &["--plan", plan.to_str().unwrap()]).output().unwrap();
+    assert!(stdout(&out).contains("0 done, 2 failed this run"), "{}", stdout(&out));
+    assert_eq!(amis(&m), made);
+}
+
+#[test]
+fn killed_runs_resume_from_their_last_stage_with_or_without_the_journal() {
+    let m = Moto::start_with(&[("PV2HVM_MOTO_REGISTER_DELAY", "1.5")]);
+    let dir = tempfile::tempdir().unwrap();
+    let ids = seed(&m, &fixture_cloud(), 4, &[]);
+    let ids_file = dir.path().join("ids");
+    std::fs::write(&ids_file, ids.join("\n") + "\n").unwrap();
+    let ids_arg = ["--ids-file", ids_file.to_str().unwrap(), "--concurrency", "2"];
+    // Each scenario's options differ (--target), so each is new work for the same instances.
+    let scenarios: [(&str, &str, bool); 3] = [
+        ("auto", "after 25 uploads", false),
+        ("nitro", "during registration", false),
+        ("xen", "after 30 uploads", true),
+    ];
+    for (target, point, drop_journal) in scenarios {
+        let journal = dir.path().join(format!("{target}.db"));
+        let args: Vec<&str> = ids_arg.iter().copied().chain(["--target", target]).collect();
+        let (puts, registers) = (m.calls("put"), m.calls("register"));
+        let ran = kill_when(fleet_run(&m, dir.path(), &journal, &args), || match point {
+            "during registration" => m.calls("register") > registers,
+            p => m.calls("put") >= puts + p.split(' ').nth(1).unwrap().parse::<usize>().unwrap(),
+        });
+        eprintln!("{target}: killed {point} after {ran:?}");
+        if drop_journal {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", journal.display()));
+            }
+        }
+        let out = fleet_run(&m, dir.path(), &journal, &args).output().unwrap();
+        assert!(out.status.success(), "{target}: {}{}", stdout(&out), stderr(&out));
+        assert!(stdout(&out).contains("the journal has 4 done, 0 failed, 0 pending"), "{}", stdout(&out));
+        // Exactly one AMI per instance for these options, no orphaned snapshot.
+        let made = amis(&m);
+        let hashes: BTreeSet<&String> = made.keys().map(|(_, h)| h).collect();
+        for h in &hashes {
+            for id in &ids {
+                assert_eq!(made.get(&(id.clone(), (*h).clone())).map_or(0, Vec::len), 1, "{target}: {id} {h}");
+            }
+        }
+        assert_no_orphans(&m);
+        let s = status(&m, &journal);
+        assert_eq!(s["totals"]["done"], 4, "{s}");
+        let outcomes: BTreeSet<&str> =
+            s["instances"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+        assert!(outcomes.iter().all(|o| ["migrated", "resumed", "already-migrated"].contains(o)), "{outcomes:?}");
+        assert!(outcomes.contains("resumed") || outcomes.contains("already-migrated"), "{target}: {outcomes:?}");
+        eprintln!("{target}: after the resume: {outcomes:?}");
+    }
+    assert_eq!(amis(&m).len(), 12);
+}
+
+#[test]
+fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
+    let m = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ids: BTreeSet<String> = seed(&m, &fixture_cloud(), 12, &[]).into_iter().collect();
+    let shard_dir = |k: usize| {
+        let d = dir.path().join(format!("node{k}"));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    // Shard 0 by flag; 1 as an AWS Batch array child; 2 as a Kubernetes Indexed Job pod. Each
+    // keeps its journal where it runs, under the default name.
+    let mut children = Vec::new();
+    for k in 0..3usize {
+        let d = shard_dir(k);
+        let mut c = m.pv2hvm();
+        c.current_dir(&d).args(["-q", "fleet", "run", "--yes", "--concurrency", "2", "--work-dir"]).arg(&d);
+        c.env_remove("AWS_BATCH_JOB_ARRAY_INDEX").env_remove("JOB_COMPLETION_INDEX");
+        match k {
+            0 => c.args(["--shard", "0/3"]),
+            1 => c.env("AWS_BATCH_JOB_ARRAY_INDEX", "1").env("PV2HVM_SHARDS", "3"),
+            _ => c.env("JOB_COMPLETION_INDEX", "2").env("PV2HVM_SHARDS", "3"),
+        };
+        children.push(c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    }
+    let journals: Vec<PathBuf> = (0..3).map(|k| shard_dir(k).join(format!("pv2hvm-fleet-{k}-of-3.db"))).collect();
+    let mut seen = BTreeSet::new();
+    for j in &journals {
+        let s = status(&m, j);
+        for e in s["instances"].as_array().unwrap() {
+            assert_eq!(e["status"], "done", "{e}");
+            assert!(seen.insert(e["source"].as_str().unwrap().to_string()), "{} is in two shards", e["source"]);
+        }
+    }
+    assert_eq!(seen, ids);
+    let made = amis(&m);
+    assert_eq!(made.len(), 12);
+    assert!(made.values().all(|v| v.len() == 1));
+    assert_no_orphans(&m);
+    let mut c = m.pv2hvm();
+    c.args(["fleet", "report", "--format", "json"]);
+    for j in &journals {
+        c.arg("--journal").arg(j);
+    }
+    let r: serde_json::Value = serde_json::from_slice(&run_ok(&mut c).stdout).unwrap();
+    assert_eq!(r["totals"]["sources"], 12);
+    assert_eq!(r["totals"]["done"], 12);
+    let covered: BTreeSet<String> =
+        r["instances"].as_array().unwrap().iter().map(|e| e["source"].as_str().unwrap().to_string()).collect();
+    assert_eq!(covered, ids);
+    // A journal of one shard refuses another.
+    let out =
+        m.pv2hvm().args(["fleet", "run", "--yes", "--shard", "1/3", "--journal"]).arg(&journals[0]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("holds shard 0/3"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_format_1_journal_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    let sql = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fleet/journal-format-1.sql"))
+        .unwrap();
+    rusqlite::Connection::open(&db).unwrap().execute_batch(&sql).unwrap();
+    let out = run_ok(pv2hvm().args(["fleet", "report", "--format", "csv", "--journal"]).arg(&db));
+    expect("journal-format-1.csv", &stdout(&out));
+    let out = run_ok(pv2hvm().args(["fleet", "status", "--journal"]).arg(&db));
+    assert!(stdout(&out).contains("3 source(s): 2 done, 1 failed, 0 running, 0 pending"), "{}", stdout(&out));
+    // Not a journal, and no journal at all: clear refusals.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE t (x);").unwrap();
+    let out = pv2hvm().args(["fleet", "status", "--journal"]).arg(&other).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("not a pv2hvm fleet journal"), "{}", stderr(&out));
+    let out = pv2hvm().args(["fleet", "status", "--journal"]).arg(dir.path().join("none.db")).output().unwrap();
+    assert!(stderr(&out).contains("no such journal"), "{}", stderr(&out));
+    assert!(!dir.path().join("none.db").exists());
+}
+
+#[test]
+fn deploy_files_parse_and_carry_the_shard_environment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let python = std::env::var("PV2HVM_PYTHON").expect("PV2HVM_PYTHON");
+    let parse = |file: &str| -> serde_json::Value {
+        let out = run_ok(
+            Command::new(&python)
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/tool.py"))
+                .arg("deploy-env")
+                .arg(root.join(file)),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Kubernetes: an Indexed Job whose completions equal PV2HVM_SHARDS, running `fleet run`.
+    let k8s = parse("kubernetes/fleet-job.yaml");
+    let job = k8s["docs"].as_array().unwrap().iter().find(|d| d["kind"] == "Job").expect("a Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    let completions = job["spec"]["completions"].as_u64().unwrap();
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let shards =
+        container["env"].as_array().unwrap().iter().find(|e| e["name"] == "PV2HVM_SHARDS").expect("PV2HVM_SHARDS");
+    assert_eq!(shards["value"].as_str().unwrap().parse::<u64>().unwrap(), completions);
+    let cmd: Vec<&str> = container["command"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(cmd.windows(2).any(|w| w == ["fleet", "run"]), "{cmd:?}");
+    assert!(!cmd.contains(&"--shard"), "the shard comes from JOB_COMPLETION_INDEX");
+    // AWS Batch: the job definition sets PV2HVM_SHARDS; the submission's array size matches.
+    let def = parse("aws-batch/job-definition.json");
+    let props = &def["docs"][0]["containerProperties"];
+    let shards =
+        props["environment"].as_array().unwrap().iter().find(|e| e["name"] == "PV2HVM_SHARDS").expect("PV2HVM_SHARDS");
+    let sub = parse("aws-batch/submit-job.json");
+    assert_eq!(
+        sub["docs"][0]["arrayProperties"]["size"].as_u64().unwrap(),
+        shards["value"].as_str().unwrap().parse::<u64>().unwrap()
+    );
+    let cmd: Vec<&str> = props["command"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(cmd.windows(2).any(|w| w == ["fleet", "run"]), "{cmd:?}");
+    // The container has what `doctor` checks for.
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    for p in ["grub-pc-bin", "grub-common", "e2fsprogs", "libext2fs2", "ca-certificates"] {
+        assert!(dockerfile.contains(p), "the Dockerfile does not install {p}");
+    }
+}

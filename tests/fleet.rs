@@ -166,6 +166,21 @@ fn normalise(text: &str, format: &str, kernel: &str) -> String {
         }
         w.to_string()
     };
+    let scrub = |l: &str| -> String {
+        let mut out = String::new();
+        let mut word = String::new();
+        for c in l.chars() {
+            if matches!(c, ' ' | ',' | '|' | '`' | ':' | ';') {
+                out.push_str(&token(&word));
+                word.clear();
+                out.push(c);
+            } else {
+                word.push(c);
+            }
+        }
+        out.push_str(&token(&word));
+        out
+    };
     if format == "json" {
         let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let list = v["instances"].as_array_mut().unwrap();
@@ -181,31 +196,14 @@ fn normalise(text: &str, format: &str, kernel: &str) -> String {
             }
             for k in ["source", "image", "error"] {
                 if let Some(s) = e[k].as_str() {
-                    e[k] = s.split(' ').map(token).collect::<Vec<_>>().join(" ").into();
+                    e[k] = scrub(s).into();
                 }
             }
         }
         list.sort_by_key(|e| e["name"].as_str().unwrap_or_default().to_string());
         return serde_json::to_string_pretty(&v).unwrap() + "\n";
     }
-    let mut lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            let mut out = String::new();
-            let mut word = String::new();
-            for c in l.chars() {
-                if matches!(c, ' ' | ',' | '|' | '`' | ':' | ';') {
-                    out.push_str(&token(&word));
-                    word.clear();
-                    out.push(c);
-                } else {
-                    word.push(c);
-                }
-            }
-            out.push_str(&token(&word));
-            out
-        })
-        .collect();
+    let mut lines: Vec<String> = text.lines().map(scrub).collect();
     let first_row = lines.iter().position(|l| l.starts_with("| `") || l.starts_with("i-X,")).unwrap_or(lines.len());
     // Block counts follow the fixture (its kernel and initramfs): checked by the test itself.
     let count =

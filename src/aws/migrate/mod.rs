@@ -110,7 +110,7 @@ pub trait Observer: Sync {
     fn stage_done(&self, _stage: Stage, _detail: &str) {}
     /// A resource was made: `kind` is snapshot, image or instance.
     fn created(&self, _kind: &str, _id: &str, _region: &str, _role: Role) {}
-    /// The counters of blocks fetched and uploaded, once they exist.
+    /// The counters of blocks fetched and uploaded (again when a new one takes over).
     fn transfers(&self, _fetched: &Arc<Transfer>, _uploaded: &Arc<Transfer>) {}
 }
 
@@ -434,6 +434,8 @@ fn build_root(
     obs.stage_started(Stage::Read);
     let ebs_source = Arc::new(EbsSnapshotSource::open(aws, &snap, &o.work_dir, o.concurrency)?);
     let fetches = Arc::clone(&ebs_source.fetches);
+    // Nothing is uploaded yet; the upload counter follows once the sink exists.
+    obs.transfers(&fetches, &Arc::new(Transfer::default()));
     let source: Arc<dyn BlockSource> = ebs_source.clone();
     let plan =
         convert::plan_only(Arc::clone(&source), &o.spec, &o.playbooks, Some(format!("an HVM AMI of {}", o.source)))?;

@@ -62,6 +62,14 @@ pub fn run_tags(run_id: &str, source: &str, role: Role) -> Vec<(String, String)>
     ]
 }
 
+/// The tags of one resource of a run's work on `source` with the options hashed as `spec_hash`:
+/// the run's tags and the hash, by which later runs find it.
+pub fn work_tags(run_id: &str, source: &str, role: Role, spec_hash: &str) -> Vec<(String, String)> {
+    let mut t = run_tags(run_id, source, role);
+    t.push((SPEC_HASH.into(), spec_hash.into()));
+    t
+}
+
 /// Now, as an RFC 3339 UTC timestamp.
 pub fn now_rfc3339() -> String {
     rfc3339(now_secs() as u64)

@@ -19,8 +19,13 @@ pub fn connect(a: &AwsArgs) -> Result<Aws> {
     Ok(Aws::connect(&c).map_err(Error::from)?)
 }
 
-pub fn work_dir(a: &AwsArgs) -> PathBuf {
-    a.work_dir.clone().or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from)).unwrap_or_else(|| "/var/tmp".into())
+fn work_dir(a: &AwsArgs) -> PathBuf {
+    work_dir_or_tmp(a.work_dir.clone())
+}
+
+/// `--work-dir`, else $TMPDIR, else /var/tmp.
+pub fn work_dir_or_tmp(dir: Option<PathBuf>) -> PathBuf {
+    dir.or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from)).unwrap_or_else(|| "/var/tmp".into())
 }
 
 pub fn new_run_id() -> String {

@@ -112,10 +112,6 @@ impl Journal {
         Ok(Journal { path: path.to_path_buf(), db: Mutex::new(db) })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
         self.lock()
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))

@@ -60,7 +60,8 @@ fn stages(e: &Entry) -> String {
     e.stages.iter().map(|(s, secs)| format!("{s}={secs:.1}s")).collect::<Vec<_>>().join(" ")
 }
 
-fn csv_field(s: &str) -> String {
+/// One CSV field, quoted when it holds a comma, a quote or a newline.
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 

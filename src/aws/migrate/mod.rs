@@ -357,11 +357,7 @@ fn source_snapshot(
         obs.stage_done(Stage::Snapshot, &snap);
         return Ok((snap, Vec::new()));
     }
-    let tagged = |role| {
-        let mut t = tags::run_tags(&o.run_id, &o.source, role);
-        t.push((tags::SPEC_HASH.into(), hash.to_string()));
-        t
-    };
+    let tagged = |role| tags::work_tags(&o.run_id, &o.source, role, hash);
     let vol = src.root_volume.clone().ok_or_else(|| MigrateError::Refused {
         source_id: o.source.clone(),
         reason: "the instance has no EBS root volume attached".into(),
@@ -466,8 +462,7 @@ fn build_root(
         layout: format!("{:?}", o.spec.layout).to_lowercase(),
         data,
     };
-    let mut root_tags = tags::run_tags(&o.run_id, &o.source, Role::Root);
-    root_tags.push((tags::SPEC_HASH.into(), hash.to_string()));
+    let mut root_tags = tags::work_tags(&o.run_id, &o.source, Role::Root, hash);
     root_tags.extend(root.tags());
     let new = NewSnapshot {
         parent: None,

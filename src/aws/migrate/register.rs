@@ -122,8 +122,7 @@ pub fn register(
         }
     }
     let mut image_tags = src.tags.clone();
-    image_tags.extend(tags::run_tags(&o.run_id, &o.source, Role::Image));
-    image_tags.push((tags::SPEC_HASH.into(), hash.to_string()));
+    image_tags.extend(tags::work_tags(&o.run_id, &o.source, Role::Image, hash));
     image_tags.extend(root.tags());
     // The name follows from the root snapshot, and EC2 keeps AMI names unique: a RegisterImage
     // still in flight when its run died, and the resumed run's, make one AMI between them.
@@ -248,8 +247,7 @@ pub fn launch(
         .filter(|t| t != "auto")
         .unwrap_or_else(|| ec2::replacement_type(src.instance_type.as_deref().unwrap_or("m1.large"), nitro));
     let mut t = src.tags.clone();
-    t.extend(tags::run_tags(&o.run_id, &o.source, Role::Instance));
-    t.push((tags::SPEC_HASH.into(), hash.to_string()));
+    t.extend(tags::work_tags(&o.run_id, &o.source, Role::Instance, hash));
     let token = ec2::token(&[&image.id, "launch"]);
     let id = ec2::launch(aws, src, &image.id, &ty, &token, &t)?;
     obs.created("instance", &id, &aws.region, Role::Instance);

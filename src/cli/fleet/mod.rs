@@ -28,7 +28,7 @@ fn regions_of(a: &FleetAws) -> Regions {
 }
 
 fn work_dir(a: &FleetAws) -> PathBuf {
-    a.work_dir.clone().or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from)).unwrap_or_else(|| "/var/tmp".into())
+    super::cloud::work_dir_or_tmp(a.work_dir.clone())
 }
 
 fn cloud(e: AwsError) -> anyhow::Error {
@@ -62,9 +62,8 @@ fn feed(regions: &Regions, sel: &Selectors, home: &str, tx: &SyncSender<Target>)
     let names = discover::regions(&home_aws, &sel.regions).map_err(|e| e.to_string())?;
     let q = Query { filters: sel.filters.clone(), instances: true, images: sel.images };
     discover::discover(&home_aws, &names, &q, &mut |item: Item| {
-        if item.verdict == "candidate" || item.kind == "instance" {
-            let _ = tx.send(Target { source: item.id, region: item.region, name: item.name });
-        }
+        // Refused ones too: the plan and the run report them with their reason.
+        let _ = tx.send(Target { source: item.id, region: item.region, name: item.name });
         Ok(())
     })
     .map_err(|e| e.to_string())
@@ -140,9 +139,6 @@ fn discover_cmd(sel: &Selectors, a: &FleetAws, format: ListFormat) -> Result<Exi
                 serde_json::to_string(&i).map_err(std::io::Error::from).and_then(|j| write!(out, "{sep}{j}"))
             }
             ListFormat::Csv => {
-                let f = |s: &str| {
-                    if s.contains([',', '"']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-                };
                 let fields = [
                     i.id.clone(),
                     i.kind.clone(),
@@ -157,7 +153,7 @@ fn discover_cmd(sel: &Selectors, a: &FleetAws, format: ListFormat) -> Result<Exi
                     i.verdict.clone(),
                     o(&i.reason),
                 ];
-                writeln!(out, "{}", fields.iter().map(|s| f(s)).collect::<Vec<_>>().join(","))
+                writeln!(out, "{}", fields.iter().map(|s| report::csv_field(s)).collect::<Vec<_>>().join(","))
             }
         };
         n += 1;
@@ -224,7 +220,7 @@ fn plan_cmd(
     let md: Option<&mut dyn Write> = if format == PlanFormat::Markdown { Some(&mut stdout) } else { None };
     w.finish(output, md).with_context(|| "writing the plan")?;
     if let (Some(p), PlanFormat::Json) = (output, format) {
-        print!("{}", std::fs::read_to_string(p)?);
+        std::io::copy(&mut std::fs::File::open(p)?, &mut std::io::stdout().lock())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -263,6 +259,9 @@ fn run_cmd(a: RunArgs, quiet: bool) -> Result<ExitCode> {
         Some(s) => PathBuf::from(format!("pv2hvm-fleet-{}-of-{}.db", s.k, s.n)),
         None => PathBuf::from("pv2hvm-fleet.db"),
     });
+    // AWS first: an unreachable endpoint or no credentials leaves no journal behind.
+    let regions = regions_of(&a.aws);
+    let home = regions.home().map_err(cloud)?.region.clone();
     let journal = Journal::open(&journal_path).map_err(|e| Error::Refused(e.to_string()))?;
     let bad = |e: pv2hvm::fleet::journal::JournalError| anyhow::Error::from(Error::Refused(e.to_string()));
     let shard_text = shard.map(|s| s.to_string()).unwrap_or_else(|| "all".into());
@@ -284,8 +283,6 @@ fn run_cmd(a: RunArgs, quiet: bool) -> Result<ExitCode> {
     };
     journal.set_meta("run_id", &run_id).map_err(bad)?;
 
-    let regions = regions_of(&a.aws);
-    let home = regions.home().map_err(cloud)?.region.clone();
     // The sources of this shard go into the journal (a batch per transaction), with their
     // saved plans when there is a plan file.
     let mut spec = a.spec.clone();

@@ -80,3 +80,20 @@ moto_python() {
   fi
   echo "$venv/bin/python"
 }
+
+# Prints the path of a cached benchmark image: the cloud fixture grown to 20 GiB with DATA_GIB
+# (default 8) GiB of random data (tests/fixtures/grow-with-data.sh), rebuilt when the fixture or
+# the script changes. With 0, the same filesystem without the data.
+big_fixture() {
+  local data=${1:-8} base grower key out
+  base=$(fixture cloud)
+  grower=$PV2HVM_ROOT/tests/fixtures/grow-with-data.sh
+  key=$( { cat "$grower"; basename "$base"; } | sha256sum | cut -c1-12)
+  out=$PV2HVM_CACHE/fixtures/bench-cloud-20g-$key.img
+  [ "$data" = 8 ] || out=$PV2HVM_CACHE/fixtures/bench-cloud-20g-${data}g-data-$key.img
+  if [ ! -f "$out" ]; then
+    echo "building a 20 GiB benchmark image with $data GiB of data (one time, cached in $PV2HVM_CACHE/fixtures)" >&2
+    bash "$grower" "$base" "$out" 20 "$data" >&2
+  fi
+  echo "$out"
+}

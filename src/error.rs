@@ -127,6 +127,8 @@ impl Error {
             Error::Fsck(FsckError::Failed { .. }) => ErrorKind::Verify,
             Error::Fsck(_) => ErrorKind::HostTool,
             Error::Copy { err: CopyError::Read { .. }, .. } => ErrorKind::Source,
+            // Only ever asked for after another error, which is the one reported.
+            Error::Copy { err: CopyError::Stopped, .. } => ErrorKind::Internal,
             Error::Copy { err: CopyError::Write { .. }, .. } | Error::Write { .. } | Error::Commit { .. } => {
                 ErrorKind::Destination
             }

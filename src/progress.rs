@@ -11,6 +11,11 @@ pub trait Progress: Send + Sync {
     fn finish(&self);
     /// A one-line note on what the pipeline does next ("replaying the journal …").
     fn note(&self, _message: &str) {}
+    /// Whether the work being reported is no longer wanted: a copy asks between chunks and
+    /// stops with [`crate::io::wrappers::CopyError::Stopped`].
+    fn stop_requested(&self) -> bool {
+        false
+    }
 }
 
 /// Discards all progress.

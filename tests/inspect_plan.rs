@@ -177,6 +177,22 @@ fn plan_fields_schema_and_formats() {
         let caught = std::panic::catch_unwind(|| validate(&schema, &broken, ""));
         assert!(caught.is_err(), "the schema accepts a broken {path}");
     }
+    // The plan says what it read: the boot config and the initramfs among the files, each
+    // with a reason, and what it read more than once.
+    let files: Vec<(&str, &str)> = p["files_read"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["why"].as_str().unwrap()))
+        .collect();
+    let why = |path: &str| files.iter().find(|f| f.0 == path).map(|f| f.1).unwrap_or_else(|| panic!("{path} not read"));
+    assert!(why("/boot/grub/menu.lst").starts_with("boot configuration"), "{files:?}");
+    assert!(why(p["initramfs"][0]["path"].as_str().unwrap()).starts_with("initramfs"), "{files:?}");
+    assert!(why("/sbin/init").starts_with("architecture"), "{files:?}");
+    let reads = &p["source_reads"];
+    assert!(reads["distinct_bytes"].as_u64().unwrap() <= reads["bytes"].as_u64().unwrap());
+    let total: u64 = p["files_read"].as_array().unwrap().iter().map(|f| f["bytes"].as_u64().unwrap()).sum();
+    assert!(total < reads["bytes"].as_u64().unwrap(), "the files are part of what was read");
     assert_eq!(p["options"]["layout"], "gpt");
     assert_eq!(p["options"]["size_gib"], 5);
     assert_eq!(p["playbook"], "debian-8-12");

@@ -113,13 +113,14 @@ impl EbsSnapshotSource {
         if wanted.is_empty() {
             return Ok(());
         }
-        let results = self.rt.block_on(fetch_all(&self.ebs, &self.snapshot_id, wanted, self.concurrency));
-        for r in results {
-            let (index, data) = r.map_err(io_err)?;
+        // Each block goes to the cache as it arrives: at most `concurrency` are in memory.
+        let mut store = |index: i32, data: Vec<u8>| -> io::Result<()> {
             self.cache.write_all_at(&data, index as u64 * BLOCK)?;
             fetched[index as usize] = true;
             self.fetches.blocks.fetch_add(1, Ordering::Relaxed);
-        }
+            Ok(())
+        };
+        self.rt.block_on(fetch_all(&self.ebs, &self.snapshot_id, wanted, self.concurrency, &mut store))?;
         Ok(())
     }
 
@@ -209,12 +210,15 @@ async fn list_blocks(ebs: &aws_sdk_ebs::Client, snapshot_id: &str) -> Result<(BT
     Ok((tokens, size_gib as u64 * (1 << 30)))
 }
 
+/// Fetches the blocks in `wanted`, `concurrency` at a time, handing each to `store` as it
+/// arrives; stops at the first failure.
 async fn fetch_all(
     ebs: &aws_sdk_ebs::Client,
     snapshot_id: &str,
     wanted: Vec<(i32, String)>,
     concurrency: usize,
-) -> Vec<Result<(i32, Vec<u8>), AwsError>> {
+    store: &mut dyn FnMut(i32, Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, token) in wanted {
@@ -226,11 +230,11 @@ async fn fetch_all(
             get_block(&ebs, &id, index, &token).await.map(|d| (index, d))
         });
     }
-    let mut out = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        out.push(r.unwrap_or_else(|e| Err(AwsError::Other(format!("a block fetch failed: {e}")))));
+        let (index, data) = r.map_err(|e| io::Error::other(format!("a block fetch failed: {e}")))?.map_err(io_err)?;
+        store(index, data)?;
     }
-    out
+    Ok(())
 }
 
 async fn get_block(ebs: &aws_sdk_ebs::Client, snapshot_id: &str, index: i32, token: &str) -> Result<Vec<u8>, AwsError> {

@@ -3,6 +3,8 @@
 //! guest has no /boot/grub/i386-pc) is built with the host's grub-mkimage. Its embedded config
 //! finds the root filesystem by UUID and hands over to the guest's own config.
 
+use std::io::{Read, Seek};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -120,21 +122,36 @@ impl GrubPc {
         let tmp = tempfile::tempdir()
             .map_err(|err| GrubError::Io { context: "creating a temporary directory".into(), err })?;
         let cfg = tmp.path().join("embedded.cfg");
-        let core = tmp.path().join("core.img");
         std::fs::write(&cfg, Self::embedded_config(fs_uuid, guest_config, dialect))
             .map_err(|err| GrubError::Io { context: format!("writing {}", cfg.display()), err })?;
+        // core.img goes to grub-mkimage's standard output, a file in memory: it syncs its output
+        // (a pipe would fail that), and a sync on disk would wait behind whatever else is being
+        // written there, such as the copy of the source.
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |err| GrubError::Io { context, err }
+        };
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; the descriptor it returns
+        // is owned by the File made from it and nothing else.
+        let mut core = unsafe {
+            let fd = libc::memfd_create(c"pv2hvm-core.img".as_ptr(), libc::MFD_CLOEXEC);
+            if fd < 0 {
+                return Err(io("creating an in-memory file for core.img")(std::io::Error::last_os_error()));
+            }
+            std::fs::File::from_raw_fd(fd)
+        };
+        let stdout = core.try_clone().map_err(io("duplicating the in-memory file for core.img"))?;
         let out = Command::new(&self.mkimage)
             .arg("-O")
             .arg("i386-pc")
             .arg("-d")
             .arg(&self.dir)
-            .arg("-o")
-            .arg(&core)
             .arg("-c")
             .arg(&cfg)
             .arg("-p")
             .arg("/boot/grub")
             .args(MODULES)
+            .stdout(std::process::Stdio::from(stdout))
             .output()
             .map_err(|err| GrubError::Io { context: format!("running {}", self.mkimage.display()), err })?;
         if !out.status.success() {
@@ -143,8 +160,10 @@ impl GrubPc {
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
-        let core_img = std::fs::read(&core)
-            .map_err(|err| GrubError::Io { context: format!("reading {}", core.display()), err })?;
+        let mut core_img = Vec::new();
+        core.seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| core.read_to_end(&mut core_img))
+            .map_err(io("reading core.img from grub-mkimage"))?;
         Ok(BootImages { boot_img, core_img })
     }
 }

@@ -59,7 +59,14 @@ pub fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
         timeout: Duration::from_secs(a.boot_timeout),
         keep_failed: a.keep_failed,
     });
-    let env = Environment { grub_dir: a.grub_dir.clone(), work_dir, playbooks: books, expected_plan, boot_check };
+    let env = Environment {
+        grub_dir: a.grub_dir.clone(),
+        work_dir,
+        playbooks: books,
+        expected_plan,
+        planned: None,
+        boot_check,
+    };
     let report = convert::convert(source, sink, &spec, &env, &Drawer::new(quiet)).with_context(what)?;
     let boots = &report.boot_checks;
     match a.format {

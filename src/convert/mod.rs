@@ -1,4 +1,5 @@
-//! The conversion pipeline, over the block traits: inspect → plan (once) → stop on a dry run
+//! The conversion pipeline, over the block traits: inspect → plan (once; a caller that planned
+//! already passes its plan) → stop on a dry run
 //! → build the bootloader → replay the journal (on a scratch copy) → edit the filesystem
 //! through a copy-on-write overlay → copy the source and then the edits into the sink →
 //! verify → write the first MiB → commit. Nothing appears at the destination until the
@@ -9,6 +10,7 @@ mod scratch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -40,6 +42,9 @@ pub struct Environment {
     pub playbooks: Vec<Playbook>,
     /// A saved plan the source must still match (`convert --plan`).
     pub expected_plan: Option<Plan>,
+    /// The plan this process already made from this very source (with the same spec and
+    /// playbooks): used as it is instead of planning again.
+    pub planned: Option<Plan>,
     /// Boot the staged result before it is committed; a boot that falls short fails the run.
     pub boot_check: Option<BootRequest>,
 }
@@ -84,7 +89,7 @@ pub fn plan_only(
     let layout = detect::detect(source.as_ref()).map_err(InspectError::from)?;
     let fs_offset = layout.fs_offset;
     let mut plan = plan_at(&source, fs_offset, source.as_ref(), layout, spec, playbooks, destination)?;
-    plan.source_reads = ReadStats { bytes: counted.bytes_read(), requests: counted.reads() };
+    plan.source_reads = counted.stats();
     Ok(plan)
 }
 
@@ -102,7 +107,9 @@ fn plan_at(
     let fs = Ext2Fs::open_source(Arc::clone(fs_bytes), fs_offset)
         .map_err(|err| InspectError::Filesystem { image: source.describe(), err })?;
     let input = PlanInput { name: source.describe(), len: source.len(), layout, fs: &fs };
-    plan::make(&input, spec, playbooks, destination)
+    let mut plan = plan::make(&input, spec, playbooks, destination)?;
+    plan.files_read = plan::files_read(&plan, fs.files_read());
+    Ok(plan)
 }
 
 /// Runs the whole conversion of `source` into `sink`.
@@ -119,89 +126,53 @@ pub fn convert(
     let raw = source;
     let counted = Arc::new(CountingSource::new(Arc::clone(&raw)));
     let source: Arc<dyn BlockSource> = counted.clone();
-    // The whole plan, driver verdicts included, comes before anything is written: a refusal
-    // leaves no output.
-    let mut plan = plan_only(Arc::clone(&source), spec, &env.playbooks, Some(sink.describe()))?;
-    if let Some(saved) = &env.expected_plan {
-        plan::saved::check(saved, &plan)?;
-    }
-    let layout = plan.source_layout.clone();
-    tracing::info!(source = %source.describe(), shape = %layout.shape, uuid = %layout.fs.uuid, "planned");
-    let grub = GrubPc::locate(env.grub_dir.as_deref())?;
-    let images = grub.build(&layout.fs.uuid, &plan.bootloader.guest_config, plan.bootloader.dialect)?;
-
-    // The bytes the edits apply to: the source's filesystem, with what a journal replay wrote
-    // laid over it. The replay runs on a metadata image: no file data is read for it.
-    let fs_len = layout.fs.size_bytes();
-    let replay = if layout.fs.needs_recovery {
-        progress.note("replaying the journal on a metadata image of the filesystem");
-        let (replayed, blocks) = scratch::replay_journal(&source, layout.fs_offset, fs_len, &env.work_dir)?;
-        tracing::info!(blocks, "the journal replay changed blocks");
-        let as_source: Arc<dyn BlockSource> = replayed.clone();
-        plan =
-            replan_if_replay_changed(plan, &as_source, source.as_ref(), &layout, spec, env, sink.describe(), progress)?;
-        Some(replayed)
-    } else {
-        None
-    };
-    let (base, base_offset): (Arc<dyn BlockSource>, u64) = match &replay {
-        Some(r) => (r.clone(), 0),
-        None => (Arc::clone(&source), layout.fs_offset),
-    };
-    let overlay = Arc::new(Overlay::new(Arc::clone(&base), base_offset, fs_len));
-    let in_fs = plan.disk.core_placement == CorePlacement::BootLoaderInode;
-    let edited = edit(&overlay, &plan, in_fs.then_some(images.core_img.as_slice()))?;
+    let sink_name = sink.describe();
+    // In place, the HVM disk is the source plus the edits: the whole source is copied, and made
+    // durable, on a second thread while the plan, the bootloader and the edits are made (a
+    // failure there stops it, and the sink, never committed, leaves nothing). Otherwise the
+    // copy waits for the edits, which decide the blocks the moved filesystem uses.
+    let in_place = spec.layout == LayoutKind::InPlace;
+    let stop = AtomicBool::new(false);
+    let copy_progress = Stoppable { inner: progress, stop: &stop };
+    let (prepared, copied) = std::thread::scope(|scope| -> Result<_, Error> {
+        let sink: &mut dyn BlockSink = &mut *sink;
+        let copier = if in_place {
+            let (raw, copy_progress) = (raw.as_ref(), &copy_progress);
+            Copier::Early(scope.spawn(move || {
+                let copied = copy_source(raw, sink, &[(0, raw.len())], 0, 0, copy_progress)?;
+                sink.flush_data().map_err(|err| Error::Write { target: sink.describe(), offset: 0, err })?;
+                Ok::<u64, Error>(copied)
+            }))
+        } else {
+            Copier::AfterEdits(sink)
+        };
+        let prepared = match prepare(&source, spec, env, sink_name.clone(), progress) {
+            Ok(p) => p,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                if let Copier::Early(thread) = copier {
+                    let _ = thread.join();
+                }
+                return Err(e);
+            }
+        };
+        let copied = match copier {
+            Copier::Early(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+            Copier::AfterEdits(sink) => {
+                let (from, to) = (prepared.plan.source_layout.fs_offset, prepared.plan.disk.root_start);
+                copy_source(raw.as_ref(), sink, &prepared.used, from, to, progress)?
+            }
+        };
+        Ok((prepared, copied))
+    })?;
+    let Prepared { plan, overlay, replay, core, core_lba, boot_img, .. } = prepared;
     let disk = plan.disk.clone();
-    let (core, core_lba) = match edited.core_blocks {
-        Some(blocks) => place_core_in_filesystem(&overlay, &images.core_img, &blocks, &disk, layout.fs.block_size)?,
-        None => (images.core_img.clone(), disk.core_lba),
-    };
 
-    // The source's bytes first: in place, everything the filesystem does not cover as it is
-    // in the source; then the filesystem as the edits found it; then the edits.
-    let in_place = disk.kind == LayoutKind::InPlace;
+    // Then what a journal replay changed, then the edits.
     let mut delta = Delta::new(source.as_ref());
-    let mut outside: Vec<(u64, u64)> = Vec::new();
-    if in_place {
-        outside.push((0, layout.fs_offset));
-        outside.push((layout.fs_offset + fs_len, source.len().saturating_sub(layout.fs_offset + fs_len)));
-    }
-    let data = |src: &dyn BlockSource, off, len| {
-        data_bytes(src, off, len)
-            .map_err(|err| Error::Copy { what: src.describe(), err: CopyError::Read { offset: off, err } })
-    };
-    // A moved filesystem takes only the blocks it uses (after the edits): deleted data stays
-    // behind. In place, the source's bytes are the base of the delta, all of them.
-    let fs_ranges: Vec<(u64, u64)> = if in_place {
-        vec![(0, fs_len)]
-    } else {
-        edited.used.iter().map(|r| (r.start, r.end.min(fs_len) - r.start.min(fs_len))).filter(|r| r.1 > 0).collect()
-    };
-    let mut total = 0;
-    for &(off, len) in &fs_ranges {
-        total += data(raw.as_ref(), layout.fs_offset + off, len)?;
-    }
-    for &(off, len) in &outside {
-        total += data(source.as_ref(), off, len)?;
-    }
-    progress.start("copying", total);
-    let mut copied = 0;
-    for &(off, len) in outside.iter().filter(|r| r.1 > 0) {
-        copied += sink
-            .copy_from(raw.as_ref(), off, len, off, progress)
-            .map_err(|err| Error::Copy { what: raw.describe(), err })?;
-    }
-    // The filesystem's own bytes from the source itself (uncounted: the copy is reported as
-    // `bytes_copied`), then what a journal replay changed.
-    for &(off, len) in &fs_ranges {
-        copied += sink
-            .copy_from(raw.as_ref(), layout.fs_offset + off, len, disk.root_start + off, progress)
-            .map_err(|err| Error::Copy { what: raw.describe(), err })?;
-    }
     for (offset, bytes) in replay.as_ref().map(|r| r.changed_runs()).unwrap_or_default() {
         write(sink.as_mut(), disk.root_start + offset, &bytes, in_place.then_some(&mut delta))?;
     }
-    progress.finish();
     for (offset, bytes) in overlay.changed_runs() {
         write(sink.as_mut(), disk.root_start + offset, &bytes, in_place.then_some(&mut delta))?;
     }
@@ -215,7 +186,7 @@ pub fn convert(
     }
 
     // The first MiB goes last: until then the image has no bootable boot sector.
-    let boot_sector = grub::patch_boot_img(&images.boot_img, core_lba);
+    let boot_sector = grub::patch_boot_img(&boot_img, core_lba);
     let mut source_mbr = [0u8; 512];
     if source.len() >= 512 {
         source
@@ -254,7 +225,7 @@ pub fn convert(
     }
     Ok(ConvertReport {
         plan,
-        source_reads: ReadStats { bytes: counted.bytes_read(), requests: counted.reads() },
+        source_reads: counted.stats(),
         bytes_copied: copied,
         bytes_edited: overlay.changed_bytes(),
         delta: in_place.then(|| delta.report()),
@@ -262,6 +233,134 @@ pub fn convert(
         boot_checks: boots,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Who copies the source's bytes: a thread started before the plan, or the caller after the
+/// edits (with the sink).
+enum Copier<'scope, 'sink> {
+    Early(std::thread::ScopedJoinHandle<'scope, Result<u64, Error>>),
+    AfterEdits(&'sink mut dyn BlockSink),
+}
+
+/// Passes progress on, and asks a copy to stop once `stop` is set.
+struct Stoppable<'a> {
+    inner: &'a dyn Progress,
+    stop: &'a AtomicBool,
+}
+
+impl Progress for Stoppable<'_> {
+    fn start(&self, stage: &str, total: u64) {
+        self.inner.start(stage, total);
+    }
+    fn advance(&self, n: u64) {
+        self.inner.advance(n);
+    }
+    fn finish(&self) {
+        self.inner.finish();
+    }
+    fn note(&self, message: &str) {
+        self.inner.note(message);
+    }
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.inner.stop_requested()
+    }
+}
+
+/// Copies the source's own bytes into the sink: each `(offset, len)` of `ranges`, counted
+/// from `from` in the source and placed from `to` in the sink, with one progress stage for
+/// all of them. Returns the bytes written. The copy reads `raw`, the source itself: it is
+/// reported as `bytes_copied`, not counted as a read.
+fn copy_source(
+    raw: &dyn BlockSource,
+    sink: &mut dyn BlockSink,
+    ranges: &[(u64, u64)],
+    from: u64,
+    to: u64,
+    progress: &dyn Progress,
+) -> Result<u64, Error> {
+    let mut total = 0;
+    for &(off, len) in ranges {
+        total += data_bytes(raw, from + off, len)
+            .map_err(|err| Error::Copy { what: raw.describe(), err: CopyError::Read { offset: from + off, err } })?;
+    }
+    progress.start("copying", total);
+    let mut copied = 0;
+    for &(off, len) in ranges.iter().filter(|r| r.1 > 0) {
+        copied += sink
+            .copy_from(raw, from + off, len, to + off, progress)
+            .map_err(|err| Error::Copy { what: raw.describe(), err })?;
+    }
+    progress.finish();
+    Ok(copied)
+}
+
+/// What the conversion writes besides the source's own bytes.
+struct Prepared {
+    plan: Plan,
+    /// The filesystem as the edits left it.
+    overlay: Arc<Overlay>,
+    /// What a journal replay changed, when one ran.
+    replay: Option<Arc<Overlay>>,
+    core: Vec<u8>,
+    core_lba: u64,
+    boot_img: [u8; 512],
+    /// The filesystem's used byte ranges after the edits, as (offset, len).
+    used: Vec<(u64, u64)>,
+}
+
+/// Plans (or takes the plan already made), builds the bootloader, replays the journal on a
+/// metadata image when it needs recovery, and makes the edits in a copy-on-write overlay.
+/// Nothing is written to the sink. The whole plan, driver verdicts included, comes first: a
+/// refusal leaves no output.
+fn prepare(
+    source: &Arc<dyn BlockSource>,
+    spec: &ConvertSpec,
+    env: &Environment,
+    sink_name: String,
+    progress: &dyn Progress,
+) -> Result<Prepared, Error> {
+    let mut plan = match &env.planned {
+        Some(p) => p.clone(),
+        None => plan_only(Arc::clone(source), spec, &env.playbooks, Some(sink_name.clone()))?,
+    };
+    if let Some(saved) = &env.expected_plan {
+        plan::saved::check(saved, &plan)?;
+    }
+    let layout = plan.source_layout.clone();
+    tracing::info!(source = %source.describe(), shape = %layout.shape, uuid = %layout.fs.uuid, "planned");
+    let grub = GrubPc::locate(env.grub_dir.as_deref())?;
+    let images = grub.build(&layout.fs.uuid, &plan.bootloader.guest_config, plan.bootloader.dialect)?;
+
+    // The bytes the edits apply to: the source's filesystem, with what a journal replay wrote
+    // laid over it. The replay runs on a metadata image: no file data is read for it.
+    let fs_len = layout.fs.size_bytes();
+    let replay = if layout.fs.needs_recovery {
+        progress.note("replaying the journal on a metadata image of the filesystem");
+        let (replayed, blocks) = scratch::replay_journal(source, layout.fs_offset, fs_len, &env.work_dir)?;
+        tracing::info!(blocks, "the journal replay changed blocks");
+        let as_source: Arc<dyn BlockSource> = replayed.clone();
+        plan = replan_if_replay_changed(plan, &as_source, source.as_ref(), &layout, spec, env, sink_name, progress)?;
+        Some(replayed)
+    } else {
+        None
+    };
+    let (base, base_offset): (Arc<dyn BlockSource>, u64) = match &replay {
+        Some(r) => (r.clone(), 0),
+        None => (Arc::clone(source), layout.fs_offset),
+    };
+    let overlay = Arc::new(Overlay::new(base, base_offset, fs_len));
+    let in_fs = plan.disk.core_placement == CorePlacement::BootLoaderInode;
+    let edited = edit(&overlay, &plan, in_fs.then_some(images.core_img.as_slice()))?;
+    let (core, core_lba) = match edited.core_blocks {
+        Some(blocks) => {
+            place_core_in_filesystem(&overlay, &images.core_img, &blocks, &plan.disk, layout.fs.block_size)?
+        }
+        None => (images.core_img.clone(), plan.disk.core_lba),
+    };
+    // A moved filesystem takes only the blocks it uses: deleted data stays behind.
+    let used =
+        edited.used.iter().map(|r| (r.start, r.end.min(fs_len) - r.start.min(fs_len))).filter(|r| r.1 > 0).collect();
+    Ok(Prepared { plan, overlay, replay, core, core_lba, boot_img: images.boot_img, used })
 }
 
 /// Writes core.img into the boot-loader inode's blocks (through the overlay) with its

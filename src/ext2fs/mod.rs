@@ -135,7 +135,15 @@ pub struct Ext2Fs {
     writable: bool,
     extents: bool,
     errors: Arc<ChannelErrors>,
+    /// Every whole file read, in order: (path, bytes). The plan reports it.
+    read_log: std::sync::Mutex<Vec<(String, u64)>>,
+    /// Read-only: the small files read so far, by inode, so that a second look (two parts of
+    /// the inspection reading one config) costs no reads.
+    small_files: std::sync::Mutex<std::collections::HashMap<u32, Arc<[u8]>>>,
 }
+
+/// Files up to this size are kept once read from a read-only filesystem.
+const SMALL_FILE: u64 = 1 << 20;
 
 impl Ext2Fs {
     /// Opens, read-only, the filesystem at byte `offset` of a block source: every read goes
@@ -190,7 +198,7 @@ impl Ext2Fs {
                 return Err(with_io(Ext2Error::new("reading bitmaps of", shown, rc)));
             }
         }
-        Ok(Ext2Fs { fs, writable, extents, errors })
+        Ok(Ext2Fs { fs, writable, extents, errors, read_log: Default::default(), small_files: Default::default() })
     }
 
     /// `Ok(())` for 0; otherwise the error, with the channel's I/O error attached.
@@ -351,15 +359,63 @@ impl Ext2Fs {
         if r.stat.kind != Kind::File {
             return Err(Ext2Error::errno("reading", path, libc::EISDIR));
         }
-        self.read_ino(r.stat.ino, r.stat.size, &r.path)
+        self.read_whole(r.stat.ino, r.stat.size, &r.path)
     }
 
     /// Reads a file if it exists.
     pub fn try_read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self.try_resolve(path)? {
-            Some(r) if r.stat.kind == Kind::File => Ok(Some(self.read_ino(r.stat.ino, r.stat.size, &r.path)?)),
+            Some(r) if r.stat.kind == Kind::File => Ok(Some(self.read_whole(r.stat.ino, r.stat.size, &r.path)?)),
             _ => Ok(None),
         }
+    }
+
+    /// Reads the file `ino` once: a small file read again on a read-only filesystem comes
+    /// from memory. Each read from the source is logged.
+    fn read_whole(&self, ino: u32, size: u64, path: &str) -> Result<Vec<u8>> {
+        let keep = !self.writable && size <= SMALL_FILE;
+        if keep && let Some(b) = self.small_files.lock().ok().and_then(|m| m.get(&ino).cloned()) {
+            return Ok(b.to_vec());
+        }
+        let bytes = self.read_ino(ino, size, path)?;
+        if let Ok(mut log) = self.read_log.lock() {
+            log.push((path.to_string(), bytes.len() as u64));
+        }
+        if keep && let Ok(mut m) = self.small_files.lock() {
+            m.insert(ino, Arc::from(bytes.as_slice()));
+        }
+        Ok(bytes)
+    }
+
+    /// The first `len` bytes of a file (fewer when it is shorter), if it exists: for a
+    /// header, without reading the rest.
+    pub fn try_read_head(&self, path: &str, len: usize) -> Result<Option<Vec<u8>>> {
+        let Some(r) = self.try_resolve(path)? else { return Ok(None) };
+        if r.stat.kind != Kind::File {
+            return Ok(None);
+        }
+        let mut file: ext2_file_t = std::ptr::null_mut();
+        // SAFETY: `fs` is open and `file` is an out-pointer, used only on success.
+        self.check("opening", &r.path, unsafe { ext2fs_file_open(self.fs, r.stat.ino, 0, &mut file) })?;
+        let mut buf = vec![0u8; len.min(r.stat.size as usize)];
+        let mut got = 0u32;
+        // SAFETY: `file` is open and `buf` has room for the bytes asked for.
+        let rc = unsafe { ext2fs_file_read(file, buf.as_mut_ptr().cast(), buf.len() as u32, &mut got) };
+        // SAFETY: `file` was opened above and is not used after this call.
+        let closed = unsafe { ext2fs_file_close(file) };
+        self.check("reading", &r.path, rc)?;
+        self.check("closing", &r.path, closed)?;
+        buf.truncate(got as usize);
+        if let Ok(mut log) = self.read_log.lock() {
+            log.push((path.to_string(), buf.len() as u64));
+        }
+        Ok(Some(buf))
+    }
+
+    /// The whole files read so far, in order, as (path, bytes); a file read twice is listed
+    /// twice.
+    pub fn files_read(&self) -> Vec<(String, u64)> {
+        self.read_log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Lists a directory: (name, kind) pairs without `.` and `..`, sorted by name.

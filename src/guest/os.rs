@@ -73,7 +73,11 @@ fn read(fs: &Ext2Fs, path: &str) -> Result<Option<String>, Ext2Error> {
 
 pub fn detect(fs: &Ext2Fs) -> Result<OsInfo, Ext2Error> {
     let mut os = OsInfo { distro: "unknown".into(), family: "unknown".into(), ..Default::default() };
-    if let Some(text) = read(fs, "/etc/os-release")?.or(read(fs, "/usr/lib/os-release")?) {
+    let os_release = match read(fs, "/etc/os-release")? {
+        Some(text) => Some(text),
+        None => read(fs, "/usr/lib/os-release")?,
+    };
+    if let Some(text) = os_release {
         let kv = parse_kv(&text);
         let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
         os.distro = get("ID");
@@ -130,9 +134,12 @@ pub fn detect(fs: &Ext2Fs) -> Result<OsInfo, Ext2Error> {
 }
 
 /// The guest's architecture from the ELF header of its init or shell: x86_64 or i386.
+/// The programs whose ELF header tells the architecture, in the order tried.
+pub const ARCHITECTURE_PROBES: [&str; 4] = ["/sbin/init", "/bin/sh", "/bin/bash", "/usr/bin/env"];
+
 pub fn architecture(fs: &Ext2Fs) -> Result<Option<&'static str>, Ext2Error> {
-    for p in ["/sbin/init", "/bin/sh", "/bin/bash", "/usr/bin/env"] {
-        if let Some(b) = fs.try_read_file(p)?
+    for p in ARCHITECTURE_PROBES {
+        if let Some(b) = fs.try_read_head(p, 64)?
             && b.len() >= 20
             && b.starts_with(b"\x7fELF")
         {

@@ -166,6 +166,12 @@ impl BlockSink for LocalFileSink {
         }
         copy_into_fresh(source, src_off, len, self, dst_off, progress)
     }
+    fn flush_data(&mut self) -> io::Result<()> {
+        match &self.file {
+            Some(f) => f.sync_data(),
+            None => Err(io::Error::other("the sink was already committed")),
+        }
+    }
     fn commit(mut self: Box<Self>) -> io::Result<()> {
         let Some(file) = self.file.take() else { return Err(io::Error::other("the sink was already committed")) };
         file.sync_all()?;
@@ -221,6 +227,9 @@ fn fast_copy(
         let (start, stop) = (r.start.max(src_off), r.end.min(end));
         let mut pos = start;
         while pos < stop {
+            if progress.stop_requested() {
+                return Err(CopyError::Stopped);
+            }
             let mut off_in = pos as libc::loff_t;
             let mut off_out = (dst_off + (pos - src_off)) as libc::loff_t;
             let want = (stop - pos).min(FAST_CHUNK) as usize;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 pub use local::{LocalFileSink, LocalFileSource};
 pub use memory::MemorySource;
 pub use overlay::Overlay;
-pub use wrappers::{CountingSource, ProgressSource, ZeroSkipping};
+pub use wrappers::{CountingSource, ProgressSource, ReadStats, ZeroSkipping};
 
 /// Something a PV volume can be read from, by byte offset.
 pub trait BlockSource: Send + Sync {
@@ -75,6 +75,12 @@ pub trait BlockSink: BlockWrite + Send {
         dst_off: u64,
         progress: &dyn crate::progress::Progress,
     ) -> Result<u64, wrappers::CopyError>;
+    /// Makes what was written so far durable, so that the commit has less to wait for; a
+    /// caller with other work runs it on a second thread. Sinks that stage nothing locally
+    /// have nothing to do.
+    fn flush_data(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Makes the result durable and visible at the destination.
     fn commit(self: Box<Self>) -> io::Result<()>;
     /// Something the user should know about how the sink was set up (a stale `DST.partial`

@@ -14,11 +14,44 @@ pub struct CountingSource {
     inner: Arc<dyn BlockSource>,
     bytes: AtomicU64,
     reads: AtomicU64,
+    /// The 4 KiB chunks read so far, by index.
+    seen: std::sync::Mutex<std::collections::HashSet<u64>>,
+    distinct: AtomicU64,
 }
+
+/// Bytes and requests read from a source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadStats {
+    pub bytes: u64,
+    pub requests: u64,
+    /// Of `bytes`, those in 4 KiB chunks read for the first time: the rest were read again.
+    #[serde(default)]
+    pub distinct_bytes: u64,
+    /// From a remote source: the 512 KiB blocks fetched over the network (each at most once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks_fetched: Option<u64>,
+}
+
+const CHUNK: u64 = 4096;
 
 impl CountingSource {
     pub fn new(inner: Arc<dyn BlockSource>) -> Self {
-        CountingSource { inner, bytes: AtomicU64::new(0), reads: AtomicU64::new(0) }
+        CountingSource {
+            inner,
+            bytes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            seen: Default::default(),
+            distinct: AtomicU64::new(0),
+        }
+    }
+    /// What was read so far.
+    pub fn stats(&self) -> ReadStats {
+        ReadStats {
+            bytes: self.bytes_read(),
+            requests: self.reads(),
+            distinct_bytes: self.distinct.load(Ordering::Relaxed),
+            blocks_fetched: None,
+        }
     }
     /// Bytes read so far.
     pub fn bytes_read(&self) -> u64 {
@@ -41,6 +74,16 @@ impl BlockSource for CountingSource {
         self.inner.read_exact_at(offset, buf)?;
         self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.reads.fetch_add(1, Ordering::Relaxed);
+        if !buf.is_empty()
+            && let Ok(mut seen) = self.seen.lock()
+        {
+            let end = offset + buf.len() as u64;
+            let new: u64 = (offset / CHUNK..end.div_ceil(CHUNK))
+                .filter(|&c| seen.insert(c))
+                .map(|c| end.min((c + 1) * CHUNK) - offset.max(c * CHUNK))
+                .sum();
+            self.distinct.fetch_add(new, Ordering::Relaxed);
+        }
         Ok(())
     }
     fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
@@ -71,6 +114,9 @@ impl BlockSource for ProgressSource<'_> {
         self.inner.len()
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if self.progress.stop_requested() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, StopRequested));
+        }
         self.inner.read_exact_at(offset, buf)?;
         self.progress.advance(buf.len() as u64);
         Ok(())
@@ -161,8 +207,12 @@ pub fn copy_into_fresh(
 ) -> Result<u64, CopyError> {
     let observed = ProgressSource::new(source, progress);
     let mut zeros = ZeroSkipping::new(sink);
-    copy_range(&observed, src_off, len, &mut zeros, dst_off, 4 << 20)?;
-    Ok(zeros.written())
+    match copy_range(&observed, src_off, len, &mut zeros, dst_off, 4 << 20) {
+        Err(CopyError::Read { err, .. }) if err.get_ref().is_some_and(|e| e.is::<StopRequested>()) => {
+            Err(CopyError::Stopped)
+        }
+        r => r.map(|()| zeros.written()),
+    }
 }
 
 /// Bytes in the data ranges of `src` between `src_off` and `src_off + len`.
@@ -171,9 +221,24 @@ pub fn data_bytes(src: &dyn BlockSource, src_off: u64, len: u64) -> io::Result<u
     Ok(src.data_ranges()?.iter().map(|r| r.end.min(end).saturating_sub(r.start.max(src_off))).sum())
 }
 
+/// What a read through [`ProgressSource`] fails with once its progress asks to stop.
+#[derive(Debug)]
+struct StopRequested;
+
+impl std::fmt::Display for StopRequested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the copy is no longer wanted")
+    }
+}
+
+impl std::error::Error for StopRequested {}
+
 /// A failed copy: which side failed, and where.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    /// Its [`Progress`] asked it to stop: the run failed elsewhere.
+    #[error("stopped: the copy is no longer wanted")]
+    Stopped,
     #[error("reading at offset {offset}")]
     Read {
         offset: u64,
@@ -204,6 +269,17 @@ mod tests {
 
     fn mem(data: Vec<u8>) -> MemorySource {
         MemorySource::new("mem", data)
+    }
+
+    #[test]
+    fn counting_tells_bytes_read_again_from_new_ones() {
+        let src = CountingSource::new(Arc::new(mem(vec![1u8; 64 << 10])));
+        let mut buf = vec![0u8; 6000];
+        src.read_exact_at(100, &mut buf).unwrap(); // chunks 0 and 1, partly
+        src.read_exact_at(100, &mut buf).unwrap(); // the same again
+        src.read_exact_at(8192, &mut buf[..10]).unwrap(); // chunk 2, new
+        let s = src.stats();
+        assert_eq!((s.bytes, s.requests, s.distinct_bytes, s.blocks_fetched), (12_010, 3, 6010, None));
     }
 
     #[test]

@@ -142,6 +142,9 @@ pub struct Plan {
     /// What making the plan read from the source (not part of what drift compares).
     #[serde(default)]
     pub source_reads: ReadStats,
+    /// The whole files the plan read, and why (not part of what drift compares).
+    #[serde(default)]
+    pub files_read: Vec<FileRead>,
     /// In place: how much of the source the conversion is expected to change.
     #[serde(default)]
     pub delta_estimate: Option<DeltaEstimate>,
@@ -179,14 +182,52 @@ fn estimate_delta(disk: &DiskLayout, edits: &[FileEdit], initramfs: &[InitramfsP
     Some(DeltaEstimate { block_size: BLOCK, blocks, upload_bytes: blocks * BLOCK })
 }
 
-/// Bytes and requests read from a source.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadStats {
+pub use crate::io::ReadStats;
+
+/// A whole guest file the plan read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRead {
+    pub path: String,
     pub bytes: u64,
-    pub requests: u64,
+    pub why: String,
+}
+
+/// Says why each file in `log` (path, bytes, in the order read) was read, from what the plan
+/// made of it.
+pub fn files_read(plan: &Plan, log: Vec<(String, u64)>) -> Vec<FileRead> {
+    log.into_iter()
+        .map(|(path, bytes)| {
+            let why = if plan.initramfs.iter().any(|i| i.path == path) {
+                "initramfs: the drivers it holds, and the base of the rebuilt one".to_string()
+            } else if path == plan.bootloader.guest_config {
+                "boot configuration: the kernels, the root and the console".to_string()
+            } else if let Some(e) = plan.edits.iter().find(|e| e.path == path) {
+                format!("{} ({})", e.action.verb(), e.notes.first().map_or("an edit of the playbook", String::as_str))
+            } else if path.contains("/modules/") {
+                "kernel modules: the drivers the kernel has and what they depend on".to_string()
+            } else if path.starts_with("/boot/config-") {
+                "kernel config: whether the kernel runs as an HVM guest".to_string()
+            } else if path.ends_with("os-release") || path.ends_with("-release") || path.ends_with("_version") {
+                "operating system: name and version, for the playbook".to_string()
+            } else if crate::guest::os::ARCHITECTURE_PROBES.contains(&path.as_str()) {
+                "architecture: the ELF header only".to_string()
+            } else {
+                "inspection: the operating system and its configuration".to_string()
+            };
+            FileRead { path, bytes, why }
+        })
+        .collect()
 }
 
 impl Plan {
+    /// Drops what planning unpacked for a conversion in the same process (the initramfs):
+    /// for a plan that is only shown or saved.
+    pub fn forget_unpacked(&mut self) {
+        for ird in &mut self.initramfs {
+            ird.forget_unpacked();
+        }
+    }
+
     /// Every guest file the plan read and hashed: (path, SHA-256), edits and initramfs.
     pub fn hashed_files(&self) -> impl Iterator<Item = (&str, &str)> {
         let edits = self.edits.iter().filter_map(|e| Some((e.path.as_str(), e.sha256.as_deref()?)));
@@ -361,6 +402,7 @@ fn build(guest: &Guest, disk: DiskLayout, spec: &ConvertSpec, f: Findings<'_>, d
         warnings,
         notes,
         source_reads: ReadStats::default(),
+        files_read: Vec::new(),
         delta_estimate,
     }
 }

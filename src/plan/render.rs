@@ -123,6 +123,9 @@ impl Plan {
                 human(d.upload_bytes)
             ));
         }
+        if self.source_reads.bytes > 0 {
+            s.push_str(&format!("read         {}\n", self.read_summary()));
+        }
         if !self.notes.is_empty() {
             s.push_str("notes:\n");
             for n in &self.notes {
@@ -140,6 +143,21 @@ impl Plan {
             s.push_str(&e.diff);
         }
         s
+    }
+
+    /// What making the plan read, in one line: bytes, requests, bytes read again, files.
+    fn read_summary(&self) -> String {
+        let r = &self.source_reads;
+        let again = r.bytes.saturating_sub(r.distinct_bytes);
+        let files: u64 = self.files_read.iter().map(|f| f.bytes).sum();
+        format!(
+            "{} in {} requests ({} of it read again); {} whole file(s), {}",
+            human(r.bytes),
+            r.requests,
+            human(again),
+            self.files_read.len(),
+            human(files)
+        )
     }
 
     pub fn render_markdown(&self) -> String {
@@ -216,6 +234,16 @@ impl Plan {
             s.push_str("\nModules added:\n\n");
             for a in &ird.add {
                 s.push_str(&format!("- `{a}`\n"));
+            }
+            s.push_str("</details>\n");
+        }
+        if !self.files_read.is_empty() {
+            s.push_str(&format!(
+                "\n<details><summary>What the plan read: {}</summary>\n\n| file | bytes | why |\n|---|---|---|\n",
+                self.read_summary()
+            ));
+            for f in &self.files_read {
+                s.push_str(&format!("| `{}` | {} | {} |\n", f.path, f.bytes, f.why));
             }
             s.push_str("</details>\n");
         }

@@ -73,6 +73,7 @@ pub fn drift(saved: &Plan, now: &Plan) -> Result<(), String> {
         source: now.source.clone(),
         destination: now.destination.clone(),
         source_reads: now.source_reads,
+        files_read: now.files_read.clone(),
         notes: now.notes.clone(),
         ..saved.clone()
     };

@@ -29,12 +29,17 @@ Each patch names the gap it closes:
     RegisterImage take that long, leaving a window to kill the client mid-call.
 12. RegisterImage accepts a name already in use: it fails with InvalidAMIName.Duplicate, as
     EC2 does (AMI names are unique per account and region).
+13. Latency (opt in, for benchmarks): with PV2HVM_MOTO_EBS_LATENCY_MS set, every EBS direct
+    request (StartSnapshot, PutSnapshotBlock, GetSnapshotBlock, ListSnapshotBlocks,
+    ListChangedBlocks, CompleteSnapshot) waits that long before it is served, as a request
+    to a distant endpoint would. Each request has its own server thread, so waits overlap.
 """
 
 import base64
 import hashlib
 import os
 import threading
+import time
 
 from moto.core.exceptions import JsonRESTError
 from moto.ebs import models as ebs_models
@@ -112,6 +117,15 @@ def _log_call(name):
         log.write(name + "\n")
 
 
+# 13. Latency per EBS direct request.
+_latency = float(os.environ.get("PV2HVM_MOTO_EBS_LATENCY_MS", "0") or 0) / 1000
+
+
+def _wait():
+    if _latency > 0:
+        time.sleep(_latency)
+
+
 # 1. and 3.
 _orig_snapshot_init = ebs_models.EBSSnapshot.__init__
 
@@ -161,6 +175,7 @@ _tokens = {}
 
 def start_snapshot(self, volume_size, tags, description, parent_snapshot_id=None, client_token=None,
                    encrypted=False, kms_key_arn=None):
+    _wait()
     if client_token and client_token in _tokens:
         return self.snapshots[_tokens[client_token]]
     if parent_snapshot_id and encrypted:
@@ -190,6 +205,7 @@ def start_snapshot(self, volume_size, tags, description, parent_snapshot_id=None
 
 
 def complete_snapshot(self, snapshot_id):
+    _wait()
     snap = _ebs_snapshot(self, snapshot_id)
     snap.status = "completed"
     self.ec2_backend.snapshots[snapshot_id].status = "completed"
@@ -197,6 +213,7 @@ def complete_snapshot(self, snapshot_id):
 
 
 def put_snapshot_block(self, snapshot_id, block_index, block_data, checksum, checksum_algorithm, data_length):
+    _wait()
     _log_call("put")
     _maybe_fail("put")
     snap = _ebs_snapshot(self, snapshot_id)
@@ -214,6 +231,7 @@ def put_snapshot_block(self, snapshot_id, block_index, block_data, checksum, che
 
 
 def get_snapshot_block(self, snapshot_id, block_index):
+    _wait()
     _maybe_fail("get")
     snap = _ebs_snapshot(self, snapshot_id)
     block = _blocks(self, snap).get(int(block_index))
@@ -236,11 +254,13 @@ class _View:
 
 
 def list_snapshot_blocks(self, snapshot_id):
+    _wait()
     snap = _ebs_snapshot(self, snapshot_id)
     return _View(snap, dict(sorted(_blocks(self, snap).items())))
 
 
 def list_changed_blocks(self, first_snapshot_id, second_snapshot_id):
+    _wait()
     first = _ebs_snapshot(self, first_snapshot_id)
     second = _ebs_snapshot(self, second_snapshot_id)
     a, b = _blocks(self, first), _blocks(self, second)

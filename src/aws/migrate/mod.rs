@@ -161,7 +161,48 @@ pub struct MigrateReport {
     pub temporary_deleted: Vec<String>,
     pub notes: Vec<String>,
     pub seconds: f64,
+    /// How long each stage this run went through took, in order.
+    pub stages: Vec<StageTime>,
     pub plan: Option<Plan>,
+}
+
+/// The wall time of one stage.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StageTime {
+    pub stage: Stage,
+    pub seconds: f64,
+}
+
+/// Passes everything on to `inner` and notes when each stage started and how long it took.
+struct Timed<'a> {
+    inner: &'a dyn Observer,
+    started: std::sync::Mutex<Vec<(Stage, Instant)>>,
+    done: std::sync::Mutex<Vec<StageTime>>,
+}
+
+impl Observer for Timed<'_> {
+    fn progress(&self) -> &dyn Progress {
+        self.inner.progress()
+    }
+    fn stage_started(&self, stage: Stage) {
+        if let Ok(mut s) = self.started.lock() {
+            s.push((stage, Instant::now()));
+        }
+        self.inner.stage_started(stage);
+    }
+    fn stage_done(&self, stage: Stage, detail: &str) {
+        let began = self.started.lock().ok().and_then(|s| s.iter().rev().find(|(st, _)| *st == stage).map(|x| x.1));
+        if let (Some(began), Ok(mut done)) = (began, self.done.lock()) {
+            done.push(StageTime { stage, seconds: began.elapsed().as_secs_f64() });
+        }
+        self.inner.stage_done(stage, detail);
+    }
+    fn created(&self, kind: &str, id: &str, region: &str, role: Role) {
+        self.inner.created(kind, id, region, role);
+    }
+    fn transfers(&self, fetched: &Arc<Transfer>, uploaded: &Arc<Transfer>) {
+        self.inner.transfers(fetched, uploaded);
+    }
 }
 
 /// The options that shape the result, hashed: the idempotency key with the source id.
@@ -230,6 +271,7 @@ pub fn migrate(
         temporary_deleted: Vec::new(),
         notes: Vec::new(),
         seconds: 0.0,
+        stages: Vec::new(),
         plan: None,
     };
     if !preflight(&src)? {
@@ -240,7 +282,9 @@ pub fn migrate(
     }
     let hash = spec_hash(&o.spec);
     let mut made = Made::default();
-    let result = stages(aws, o, &src, &hash, &mut report, &mut made, obs, confirm);
+    let timed = Timed { inner: obs, started: Default::default(), done: Default::default() };
+    let result = stages(aws, o, &src, &hash, &mut report, &mut made, &timed, confirm);
+    report.stages = timed.done.into_inner().unwrap_or_default();
     if let Err(e) = result {
         // What this call made goes unless an AMI uses it; what it made after that stays tagged
         // for `cleanup --run-id` and is found again by the next run.
@@ -433,8 +477,9 @@ fn build_root(
     // Nothing is uploaded yet; the upload counter follows once the sink exists.
     obs.transfers(&fetches, &Arc::new(Transfer::default()));
     let source: Arc<dyn BlockSource> = ebs_source.clone();
-    let plan =
+    let mut plan =
         convert::plan_only(Arc::clone(&source), &o.spec, &o.playbooks, Some(format!("an HVM AMI of {}", o.source)))?;
+    plan.source_reads.blocks_fetched = Some(fetches.blocks());
     if let Some(saved) = &o.expected_plan {
         crate::plan::saved::check(saved, &plan)?;
     }
@@ -448,6 +493,7 @@ fn build_root(
         work_dir: o.work_dir.clone(),
         playbooks: o.playbooks.clone(),
         expected_plan: None,
+        planned: Some(plan.clone()),
         boot_check: None,
     };
     let size_gib = (o.spec.disk_size(source.len()).div_ceil(GIB) as i64).max(snap_info.size_gib as i64);

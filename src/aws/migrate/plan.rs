@@ -119,6 +119,7 @@ pub fn plan(
     let mut planned = planned?;
     planned.plan.notes.push(how);
     planned.plan.notes.push(format!("{} block(s) of 512 KiB fetched to make this plan", planned.blocks_fetched));
+    planned.plan.source_reads.blocks_fetched = Some(planned.blocks_fetched);
     Ok(planned)
 }
 
@@ -138,8 +139,10 @@ fn plan_snapshot(
     }
     let source = Arc::new(EbsSnapshotSource::open(aws, snap, work_dir, concurrency)?);
     let fetches = Arc::clone(&source.fetches);
-    let plan = convert::plan_only(source.clone(), spec, playbooks, Some(format!("an HVM AMI of {id}")))
+    let mut plan = convert::plan_only(source.clone(), spec, playbooks, Some(format!("an HVM AMI of {id}")))
         .map_err(MigrateError::Convert)?;
+    // Nothing is converted from this plan in this process: what it unpacked can go now.
+    plan.forget_unpacked();
     Ok(Planned {
         plan,
         snapshot: snap.to_string(),

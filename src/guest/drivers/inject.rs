@@ -14,7 +14,13 @@ use crate::spec::InitramfsMode;
 pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError> {
     let path = &plan.path;
     let ird_err = |err| DriverError::Initramfs { path: path.clone(), err };
-    let mut ird = Initramfs::parse(&fs.read_file(path)?).map_err(ird_err)?;
+    let bytes = fs.read_file(path)?;
+    // The plan's unpacked copy serves when the file is still the one it read.
+    let mut ird = match &plan.parsed {
+        Some(parsed) if crate::util::sha256_hex(&bytes) == plan.sha256 => Initramfs::clone(parsed),
+        _ => Initramfs::parse(&bytes).map_err(ird_err)?,
+    };
+    drop(bytes);
     let guest = GuestModules::load(
         fs,
         &Kernel {

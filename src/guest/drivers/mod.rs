@@ -12,6 +12,7 @@ pub use inject::{nash_insmod, rebuild};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Read;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +173,17 @@ pub struct InitramfsPlan {
     /// The guest's initramfs generator config that keeps the drivers in future rebuilds.
     #[serde(skip)]
     pub persist: Option<PersistEdit>,
+    /// The initramfs as the plan unpacked it (for the bytes with `sha256`), so that the
+    /// conversion need not unpack it again; not saved.
+    #[serde(skip)]
+    parsed: Option<Arc<Initramfs>>,
+}
+
+impl InitramfsPlan {
+    /// Drops the unpacked initramfs the plan keeps for the conversion.
+    pub fn forget_unpacked(&mut self) {
+        self.parsed = None;
+    }
 }
 
 /// Plans compare by what a review sees: the saved form, without what is worked out again.
@@ -367,6 +379,7 @@ pub struct Survey {
     moddir: String,
     present: HashSet<String>,
     guest: GuestModules,
+    parsed: Arc<Initramfs>,
 }
 
 impl Survey {
@@ -445,6 +458,7 @@ pub fn survey(fs: &Ext2Fs, kernel: &Kernel) -> Result<Survey, DriverError> {
         moddir,
         present,
         guest,
+        parsed: Arc::new(ird),
     })
 }
 
@@ -468,6 +482,7 @@ pub fn analyze(
         moddir,
         present,
         guest,
+        parsed,
         ..
     } = survey(fs, kernel)?;
     let has = |n: &str| drivers.iter().any(|d| d.name == n && d.state != DriverState::Missing);
@@ -538,6 +553,7 @@ pub fn analyze(
         moddir,
         guest_moddir: guest.dir,
         persist,
+        parsed: Some(parsed),
     })
 }
 

@@ -21,15 +21,21 @@ def mark(section):
         out.append(f"| {t['target']} | {t['value']} | {t['limit']} | {'met' if t['met'] else '**missed**'} |")
 
 
+def head(name, section, columns, note=""):
+    """The section's title line, then a table header of `columns`."""
+    out.append(f"Latest `{name}`, from {section['machine']}, {section['date']}{note}:\n")
+    out.append("| " + " | ".join(columns) + " |")
+    out.append("|" + " --- |" * len(columns))
+
+
 def mmm(d):
     return f"{d['median']} ({d['min']}–{d['max']})"
 
 
 if "local" in data:
     s = data["local"]
-    out.append(f"Latest `local`, from {s['machine']}, {s['date']}:\n")
-    out.append("| image | mode | convert wall s: median (min–max) | CPU s | peak RSS MiB | durable copy s: median (min–max) | ratio |")
-    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    head("local", s, ["image", "mode", "convert wall s: median (min–max)", "CPU s", "peak RSS MiB",
+                      "durable copy s: median (min–max)", "ratio"])
     for r in s["results"]:
         name = {"big": "20 GiB (8.3 GiB data)"}.get(r["image"], r["image"] + " (2 GiB)")
         mode = {"default": "default (in-place layout)", "in-place": "`--in-place`"}.get(r["mode"], r["mode"])
@@ -39,9 +45,8 @@ if "local" in data:
     out.append("")
 if "plan" in data:
     s = data["plan"]
-    out.append(f"Latest `plan`, from {s['machine']}, {s['date']}:\n")
-    out.append("| image | read from | bytes read | requests | bytes read again | EBS blocks fetched | files read |")
-    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    head("plan", s, ["image", "read from", "bytes read", "requests", "bytes read again", "EBS blocks fetched",
+                     "files read"])
     for r in s["results"]:
         out.append(f"| {r['image']} | {r['path']} | {r['bytes_read']} | {r['requests']} | {r['read_again_bytes']} | "
                    f"{r['ebs_blocks_fetched'] if r['ebs_blocks_fetched'] is not None else '–'} | {len(r['files_read'])} |")
@@ -49,9 +54,8 @@ if "plan" in data:
     out.append("")
 if "ebs" in data:
     s = data["ebs"]
-    out.append(f"Latest `ebs`, from {s['machine']}, {s['date']}:\n")
-    out.append("| endpoint | transfer | latency ms | concurrency | blocks | blocks/s: median (min–max) | ideal | of ideal |")
-    out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    head("ebs", s, ["endpoint", "transfer", "latency ms", "concurrency", "blocks", "blocks/s: median (min–max)",
+                    "ideal", "of ideal"])
     for r in s["summary"]:
         if "direction" in r:
             b = r["blocks_per_s"]
@@ -76,9 +80,8 @@ if "ebs" in data:
     out.append("")
 if "fleet" in data:
     s = data["fleet"]
-    out.append(f"Latest `fleet`, from {s['machine']}, {s['date']} (moto on the same machine):\n")
-    out.append("| operation | sources | runs | wall s: median (min–max) | peak RSS MiB: median (min–max) |")
-    out.append("| --- | --- | --- | --- | --- |")
+    head("fleet", s, ["operation", "sources", "runs", "wall s: median (min–max)", "peak RSS MiB: median (min–max)"],
+         " (moto on the same machine)")
     for r in s["results"]:
         out.append(f"| fleet {r['operation']} | {r['sources']} | {r['runs']} | {mmm(r['wall_s'])} | {mmm(r['peak_rss_mib'])} |")
     mark(s)

@@ -364,3 +364,116 @@ fn preflight_refusals_already_hvm_and_an_unreachable_endpoint() {
     assert!(stderr(&out).contains("Connection refused"), "{}", stderr(&out));
     assert!(started.elapsed().as_secs() < 90, "gave up after {:?}", started.elapsed());
 }
+
+/// The blocks (512 KiB) in which two equally long images differ.
+fn differing_blocks(a: &Path, b: &Path) -> Vec<u64> {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    assert_eq!(fa.metadata().unwrap().len(), fb.metadata().unwrap().len(), "{} and {}", a.display(), b.display());
+    let (mut ba, mut bb) = (vec![0u8; 512 << 10], vec![0u8; 512 << 10]);
+    let mut out = Vec::new();
+    for i in 0.. {
+        let n = fa.read(&mut ba).unwrap();
+        if n == 0 {
+            break;
+        }
+        fb.read_exact(&mut bb[..n]).unwrap();
+        if ba[..n] != bb[..n] {
+            out.push(i);
+        }
+    }
+    out
+}
+
+#[test]
+fn encryption_by_default_public_snapshots_names_and_types_as_aws_has_them_with_faults_on_every_call() {
+    // 1% of every call fails (throttling, 5xx, corrupted block bodies), on top of the strict
+    // server's own transients.
+    let m = Moto::start_with(&[("PV2HVM_MOTO_FAULT_RATE", "0.01"), ("PV2HVM_MOTO_SEED", "7")]);
+    let dir = tempfile::tempdir().unwrap();
+    let seeded = m.tool_json(&["seed", fixture_cloud().to_str().unwrap(), "--instance-type", "m1.small"]);
+    let (snap, ami, inst) =
+        (seeded["snapshot"].as_str().unwrap(), seeded["image"].as_str().unwrap(), seeded["instance"].as_str().unwrap());
+    m.tool(&["tag", inst, "Name=db, primary"]);
+    m.tool(&["public", snap]);
+    m.tool(&["encryption-by-default", "on"]);
+
+    // A plan creates nothing, so it cannot copy what EBS direct cannot read: it says what to do.
+    let before = m.tool_json(&["state"]);
+    for (source, words) in [(ami, "`pv2hvm migrate` copies it"), (inst, "pass --snapshot-now")] {
+        let out = m.pv2hvm().args(["plan", source, "--work-dir"]).arg(dir.path()).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{source}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{snap} is public")) && stderr(&out).contains(words),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(ids(&m.tool_json(&["state"]), "snapshots", "SnapshotId"), ids(&before, "snapshots", "SnapshotId"));
+
+    // An invalid --name is refused before anything is made.
+    let out =
+        m.pv2hvm().args(["migrate", ami, "--yes", "--name", "a, b", "--work-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not an AMI name EC2 takes"), "{}", stderr(&out));
+
+    // The public AMI snapshot: copied into the account, encrypted (the account encrypts by
+    // default), and the child built on the copy; the copy is gone at the end.
+    let r = migrate_json(&m, &[ami], dir.path());
+    assert_eq!(r["outcome"], "migrated");
+    let notes = r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    assert!(notes.contains(&format!("copied {snap} to the temporary")) && notes.contains("is public"), "{notes}");
+    let root = r["root_snapshot"].as_str().unwrap();
+    let state = m.tool_json(&["state"]);
+    let snapshot = |id: &str| state["snapshots"].as_array().unwrap().iter().find(|x| x["SnapshotId"] == id).cloned();
+    let root_snap = snapshot(root).unwrap();
+    assert_eq!(root_snap["Encrypted"], true);
+    assert!(root_snap["KmsKeyId"].as_str().is_some_and(|k| k.ends_with("alias/aws/ebs")), "{root_snap}");
+    let copies: Vec<_> = state["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| tag(x, "pv2hvm:run-id") == r["run_id"].as_str() && tag(x, "pv2hvm:role") == Some("temporary"))
+        .collect();
+    assert!(copies.is_empty(), "the temporary copy is removed: {copies:?}");
+    // The result is the source plus the delta: outside it, byte for byte the source.
+    let disk = dir.path().join("root.img");
+    m.tool(&["download", root, disk.to_str().unwrap()]);
+    let differ = differing_blocks(&fixture_cloud(), &disk);
+    let delta = r["delta_blocks"].as_u64().unwrap();
+    assert!(!differ.is_empty() && differ.len() as u64 <= delta, "{} blocks differ, delta {delta}", differ.len());
+    run_ok(std::process::Command::new("e2fsck").arg("-fn").arg(&disk));
+    let _ = std::fs::remove_file(&disk);
+
+    // The instance, with encryption by default on: its fresh snapshot is unencrypted, so the
+    // child is built on an encrypted copy; its Name becomes a valid AMI name; m1.small's
+    // replacement is a type that exists (there is no m5.small).
+    let r = migrate_json(&m, &[inst, "--launch"], dir.path());
+    assert_eq!(r["outcome"], "migrated");
+    let notes = r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    assert!(notes.contains("encryption by default is on"), "{notes}");
+    let state = m.tool_json(&["state"]);
+    let img = image(&state, r["image"].as_str().unwrap());
+    let name = img["Name"].as_str().unwrap();
+    assert!(name.starts_with("db-primary-hvm-") && name.len() == "db-primary-hvm-".len() + 8, "{name}");
+    assert_eq!(tag(img, "Name"), Some("db, primary"), "the tag itself is kept as it was");
+    let new = state["instances"].as_array().unwrap().iter().find(|i| i["InstanceId"] == r["instance"]).unwrap();
+    assert_eq!(new["InstanceType"], "m5.large");
+    assert_eq!(new["State"]["Name"], "stopped");
+
+    // What the strict server dealt pv2hvm, and pv2hvm came through: each new snapshot's first
+    // put found no snapshot and its second failed to read; each StartSnapshot first hit the
+    // concurrency limit; block 0's first body failed its checksum; fresh ids were NotFound.
+    for (what, at_least) in [
+        ("notfound put", 2),
+        ("failed-read put", 2),
+        ("concurrent-limit start", 2),
+        ("corrupt get", 2),
+        ("notfound describe snap-", 2),
+        ("notfound describe ami-", 2),
+        ("notfound describe i-", 1),
+    ] {
+        assert!(m.dealt(what) >= at_least, "{what}: {} dealt", m.dealt(what));
+    }
+    assert!(m.dealt("random ") > 0, "the 1% faults were dealt");
+}

@@ -24,7 +24,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::AwsError;
-use super::retry::with_retries;
+use super::retry::{Policy, with_policy, with_retries};
 use crate::io::wrappers::CopyError;
 use crate::io::{BlockSink, BlockSource, BlockWrite};
 use crate::progress::Progress;
@@ -170,12 +170,22 @@ impl BlockSource for EbsSnapshotSource {
     }
 }
 
+/// A 64 TiB volume at 10,000 blocks a page needs 13,422 pages; empty pages come on top.
+const MAX_LIST_PAGES: u32 = 1_000_000;
+
 /// Every block of a snapshot (index → token) and the volume size in bytes.
 async fn list_blocks(ebs: &aws_sdk_ebs::Client, snapshot_id: &str) -> Result<(BTreeMap<i32, String>, u64), AwsError> {
     let mut tokens = BTreeMap::new();
     let mut next: Option<String> = None;
     let mut size_gib = 0i64;
+    let mut pages = 0u32;
     loop {
+        // Pages may be short or empty and still carry a token (the EBS API reference): follow
+        // them to the end, but not forever on a service that keeps answering the same token.
+        pages += 1;
+        if pages > MAX_LIST_PAGES {
+            return Err(AwsError::Other(format!("{snapshot_id}: more than {MAX_LIST_PAGES} pages of blocks")));
+        }
         let token = next.take();
         let out = with_retries(
             || format!("listing the blocks of {snapshot_id}"),
@@ -200,7 +210,10 @@ async fn list_blocks(ebs: &aws_sdk_ebs::Client, snapshot_id: &str) -> Result<(BT
             }
         }
         match out.next_token() {
-            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+            Some(t) if !t.is_empty() && Some(t) != token.as_deref() => next = Some(t.to_string()),
+            Some(t) if !t.is_empty() => {
+                return Err(AwsError::Other(format!("{snapshot_id}: the block listing repeated its page token")));
+            }
             _ => break,
         }
     }
@@ -237,30 +250,39 @@ async fn fetch_all(
     Ok(())
 }
 
+/// How many times a block whose body fails its SHA-256 (or breaks off) is fetched again.
+const REFETCHES: u32 = 3;
+
 async fn get_block(ebs: &aws_sdk_ebs::Client, snapshot_id: &str, index: i32, token: &str) -> Result<Vec<u8>, AwsError> {
     let what = || format!("fetching block {index} of {snapshot_id}");
-    let out = with_retries(what, || {
-        ebs.get_snapshot_block().snapshot_id(snapshot_id).block_index(index).block_token(token).send()
-    })
-    .await?;
-    let expected = out.checksum().map(str::to_string);
-    let data = out
-        .block_data
-        .collect()
-        .await
-        .map_err(|e| AwsError::Other(format!("{}: reading the body: {e}", what())))?
-        .into_bytes()
-        .to_vec();
-    if data.len() as u64 != BLOCK {
-        return Err(AwsError::Other(format!("{}: {} bytes, expected {BLOCK}", what(), data.len())));
+    let mut attempt = 1;
+    loop {
+        let out = with_retries(what, || {
+            ebs.get_snapshot_block().snapshot_id(snapshot_id).block_index(index).block_token(token).send()
+        })
+        .await?;
+        let expected = out.checksum().map(str::to_string);
+        // A body that breaks off or does not match its checksum is never used: it is fetched
+        // again (coldsnap does the same), and only a repeated failure fails the read.
+        let fault = match out.block_data.collect().await {
+            Err(e) => format!("reading the body: {e}"),
+            Ok(body) => {
+                let data = body.into_bytes().to_vec();
+                match expected.filter(|s| !s.is_empty()) {
+                    _ if data.len() as u64 != BLOCK => format!("{} bytes, expected {BLOCK}", data.len()),
+                    None => format!("the service sent no checksum for block {index}"),
+                    Some(sum) if sum != b64_sha256(&data) => "the SHA-256 checksum does not match the data".into(),
+                    Some(_) => return Ok(data),
+                }
+            }
+        };
+        if attempt > REFETCHES {
+            return Err(AwsError::Other(format!("{}: {fault} (after {attempt} fetches)", what())));
+        }
+        tracing::debug!(call = %what(), attempt, %fault, "fetching the block again");
+        tokio::time::sleep(super::retry::jittered(std::time::Duration::from_millis(200 << attempt))).await;
+        attempt += 1;
     }
-    if let Some(sum) = expected
-        && !sum.is_empty()
-        && sum != b64_sha256(&data)
-    {
-        return Err(AwsError::Other(format!("{}: the SHA-256 checksum does not match the data", what())));
-    }
-    Ok(data)
 }
 
 /// What a new snapshot is: its parent or encryption, size, tags and idempotency token.
@@ -306,7 +328,7 @@ pub async fn write_snapshot(
         start = start.tags(Tag::builder().key(k).value(v).build());
     }
     // The client token makes a repeated start return the same snapshot.
-    let id = with_retries(|| "starting the new snapshot".to_string(), || start.clone().send())
+    let id = with_policy(Policy::START_SNAPSHOT, || "starting the new snapshot".to_string(), || start.clone().send())
         .await?
         .snapshot_id()
         .map(str::to_string)
@@ -323,7 +345,8 @@ pub async fn write_snapshot(
             let Some(data) = read(index)? else { return Ok(0) };
             let len = data.len();
             let sum = b64_sha256(&data);
-            with_retries(
+            with_policy(
+                Policy::PUT_BLOCK,
                 || format!("putting block {index} of {id}"),
                 || {
                     ebs.put_snapshot_block()

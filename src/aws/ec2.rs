@@ -9,7 +9,21 @@ use aws_sdk_ec2::types::{
     TagSpecification, VolumeType,
 };
 
+use super::retry::{Policy, with_policy};
 use super::{Aws, AwsError, ResourceKind};
+
+/// How long a fresh id may stay invisible to Describe calls before a wait gives up on it
+/// (EC2 developer guide, "Eventual consistency").
+pub const FRESH_ID_GRACE: Duration = Duration::from_secs(120);
+
+/// Whether `e` says that the resource does not exist (yet).
+pub fn is_not_found(e: &AwsError) -> bool {
+    match e {
+        AwsError::Call { detail, .. } => detail.split(':').next().is_some_and(|c| c.ends_with(".NotFound")),
+        AwsError::Refused(m) => m.contains(": no such "),
+        _ => false,
+    }
+}
 
 /// A block device mapping of an AMI or of the new one.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -55,6 +69,8 @@ pub struct SourceInfo {
     pub security_groups: Vec<String>,
     pub iam_profile_arn: Option<String>,
     pub key_name: Option<String>,
+    /// An instance's availability zone.
+    pub zone: Option<String>,
     /// The run that stopped this instance for its snapshot and has not started it again.
     pub stopped_by: Option<String>,
 }
@@ -68,6 +84,8 @@ pub struct SnapshotInfo {
     pub encrypted: bool,
     pub kms_key_id: Option<String>,
     pub volume_id: Option<String>,
+    pub owner_id: Option<String>,
+    pub state_message: Option<String>,
     /// Seconds since the epoch.
     pub started: i64,
     pub tags: Vec<(String, String)>,
@@ -141,9 +159,11 @@ pub fn describe_source(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
 }
 
 fn describe_instance(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
-    let out = aws
-        .block_on(aws.ec2.describe_instances().instance_ids(id).send())
-        .map_err(|e| AwsError::call(format!("describing {id}"), e))?;
+    let out = aws.block_on(with_policy(
+        Policy::LOOKUP,
+        || format!("describing {id}"),
+        || aws.ec2.describe_instances().instance_ids(id).send(),
+    ))?;
     let i = out
         .reservations()
         .iter()
@@ -188,6 +208,7 @@ pub fn instance_info(i: &aws_sdk_ec2::types::Instance) -> SourceInfo {
         security_groups: i.security_groups().iter().filter_map(|g| g.group_id().map(str::to_string)).collect(),
         iam_profile_arn: i.iam_instance_profile().and_then(|p| p.arn()).map(str::to_string),
         key_name: i.key_name().map(str::to_string),
+        zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_string),
         stopped_by: super::tags::get(&tags, super::tags::STOPPED_BY).map(str::to_string),
         tags: user_tags(&tags),
         ..SourceInfo::default()
@@ -195,9 +216,11 @@ pub fn instance_info(i: &aws_sdk_ec2::types::Instance) -> SourceInfo {
 }
 
 fn describe_image_source(aws: &Aws, id: &str) -> Result<SourceInfo, AwsError> {
-    let out = aws
-        .block_on(aws.ec2.describe_images().image_ids(id).send())
-        .map_err(|e| AwsError::call(format!("describing {id}"), e))?;
+    let out = aws.block_on(with_policy(
+        Policy::LOOKUP,
+        || format!("describing {id}"),
+        || aws.ec2.describe_images().image_ids(id).send(),
+    ))?;
     let img = out.images().first().ok_or_else(|| AwsError::Refused(format!("{id}: no such AMI")))?;
     Ok(image_info(img))
 }
@@ -254,15 +277,19 @@ fn snapshot_info(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotInfo {
         encrypted: s.encrypted().unwrap_or(false),
         kms_key_id: s.kms_key_id().map(str::to_string),
         volume_id: s.volume_id().map(str::to_string),
+        owner_id: s.owner_id().map(str::to_string),
+        state_message: s.state_message().filter(|m| !m.is_empty()).map(str::to_string),
         started: s.start_time().map_or(0, |t| t.secs()),
         tags: own_tags(s.tags().iter()),
     }
 }
 
 pub fn describe_snapshot(aws: &Aws, id: &str) -> Result<SnapshotInfo, AwsError> {
-    let out = aws
-        .block_on(aws.ec2.describe_snapshots().snapshot_ids(id).send())
-        .map_err(|e| AwsError::call(format!("describing {id}"), e))?;
+    let out = aws.block_on(with_policy(
+        Policy::LOOKUP,
+        || format!("describing {id}"),
+        || aws.ec2.describe_snapshots().snapshot_ids(id).send(),
+    ))?;
     out.snapshots().first().map(snapshot_info).ok_or_else(|| AwsError::Refused(format!("{id}: no such snapshot")))
 }
 
@@ -330,6 +357,82 @@ pub fn create_snapshot(
     out.snapshot_id().map(str::to_string).ok_or_else(|| AwsError::Other("CreateSnapshot returned no id".into()))
 }
 
+/// Whether the account encrypts new EBS volumes and snapshots by default in this region.
+pub fn encryption_by_default(aws: &Aws) -> Result<bool, AwsError> {
+    let out = aws.block_on(with_retries_ec2("reading EBS encryption by default", || {
+        aws.ec2.get_ebs_encryption_by_default().send()
+    }))?;
+    Ok(out.ebs_encryption_by_default().unwrap_or(false))
+}
+
+/// Why the EBS direct APIs cannot read `s` or take it as a parent, if they cannot: it belongs
+/// to another account, or it is public ("EBS direct APIs does not support public snapshots",
+/// EBS user guide). Either way a copy in this account can.
+pub fn foreign_or_public(aws: &Aws, s: &SnapshotInfo) -> Result<Option<String>, AwsError> {
+    let own = aws.block_on(with_retries_ec2(&format!("checking the owner of {}", s.id), || {
+        aws.ec2.describe_snapshots().owner_ids("self").snapshot_ids(&s.id).send()
+    }));
+    let own = match own {
+        Ok(out) => !out.snapshots().is_empty(),
+        Err(e) if is_not_found(&e) => false,
+        Err(e) => return Err(e),
+    };
+    if !own {
+        let owner = s.owner_id.as_deref().unwrap_or("another account");
+        return Ok(Some(format!("{} belongs to {owner}, not to this account", s.id)));
+    }
+    let out = aws.block_on(with_retries_ec2(&format!("reading who may use {}", s.id), || {
+        aws.ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(&s.id)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+    }))?;
+    let public = out
+        .create_volume_permissions()
+        .iter()
+        .any(|p| p.group().is_some_and(|g| *g == aws_sdk_ec2::types::PermissionGroup::All));
+    Ok(public.then(|| format!("{} is public", s.id)))
+}
+
+/// What CopySnapshot gets.
+pub struct SnapshotCopy<'a> {
+    pub source: &'a str,
+    pub description: String,
+    /// Encrypt the copy (with `kms_key_id`, else the account's default key).
+    pub encrypt: bool,
+    pub kms_key_id: Option<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// Copies a snapshot into this account and region, tagged in the call; returns the copy's id.
+pub fn copy_snapshot(aws: &Aws, c: &SnapshotCopy) -> Result<String, AwsError> {
+    let mut req = aws
+        .ec2
+        .copy_snapshot()
+        .source_snapshot_id(c.source)
+        .source_region(&aws.region)
+        .description(&c.description)
+        .tag_specifications(tag_spec(ResourceType::Snapshot, &c.tags));
+    if c.encrypt {
+        req = req.encrypted(true).set_kms_key_id(c.kms_key_id.clone());
+    }
+    let out = aws.block_on(with_retries_ec2(&format!("copying {}", c.source), || req.clone().send()))?;
+    out.snapshot_id().map(str::to_string).ok_or_else(|| AwsError::Other("CopySnapshot returned no id".into()))
+}
+
+/// An EC2 call that may name an id made moments ago: NotFound is retried for a while.
+async fn with_retries_ec2<T, E, F, Fut>(what: &str, call: F) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+            Output = Result<T, aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>,
+        >,
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    with_policy(Policy::FRESH_ID, || what.to_string(), call).await
+}
+
 /// Polls until `check` says done (`Ok(true)`), failing after `timeout`.
 fn poll<F>(what: &str, timeout: Duration, mut check: F) -> Result<(), AwsError>
 where
@@ -338,7 +441,13 @@ where
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
-        let (done, state) = check()?;
+        // A resource made a moment ago may not be visible yet: that is "not yet", for a while.
+        let (done, state) = match check() {
+            Err(e) if is_not_found(&e) && started.elapsed() < FRESH_ID_GRACE.min(timeout) => {
+                (false, "not visible yet".to_string())
+            }
+            other => other?,
+        };
         if done {
             return Ok(());
         }
@@ -355,7 +464,8 @@ pub fn wait_snapshot(aws: &Aws, id: &str, timeout: Duration) -> Result<SnapshotI
     poll(&format!("waiting for {id} to complete"), timeout, || {
         let s = describe_snapshot(aws, id)?;
         if s.state == "error" {
-            return Err(AwsError::Other(format!("{id} failed (state error)")));
+            let why = s.state_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            return Err(AwsError::Other(format!("the snapshot {id} failed (state error{why})")));
         }
         let done = s.state == "completed";
         let state = s.state.clone();
@@ -381,6 +491,9 @@ pub fn wait_image(aws: &Aws, client: &aws_sdk_ec2::Client, id: &str, timeout: Du
 pub fn wait_instance(aws: &Aws, id: &str, want: &str, timeout: Duration) -> Result<(), AwsError> {
     poll(&format!("waiting for {id} to be {want}"), timeout, || {
         let s = describe_instance(aws, id)?.state.unwrap_or_default();
+        if s != want && matches!(s.as_str(), "terminated" | "shutting-down") {
+            return Err(AwsError::Other(format!("{id} is {s}, not {want}")));
+        }
         Ok((s == want, s))
     })
 }
@@ -461,7 +574,8 @@ pub fn register_image(aws: &Aws, r: &Registration) -> Result<String, AwsError> {
     if r.sriov {
         req = req.sriov_net_support("simple");
     }
-    let out = aws.block_on(req.send()).map_err(|e| AwsError::call(format!("registering {}", r.name), e))?;
+    let out =
+        aws.block_on(with_policy(Policy::FRESH_ID, || format!("registering {}", r.name), || req.clone().send()))?;
     out.image_id().map(str::to_string).ok_or_else(|| AwsError::Other("RegisterImage returned no id".into()))
 }
 
@@ -505,7 +619,7 @@ pub fn create_tags(
     for (k, v) in tags {
         t = t.tags(Tag::builder().key(k).value(v).build());
     }
-    aws.block_on(t.send()).map_err(|e| AwsError::call(format!("tagging {id}"), e))?;
+    aws.block_on(with_policy(Policy::FRESH_ID, || format!("tagging {id}"), || t.clone().send()))?;
     Ok(())
 }
 
@@ -556,25 +670,6 @@ pub fn deregister_image(aws: &Aws, client: &aws_sdk_ec2::Client, id: &str) -> Re
     Ok(())
 }
 
-/// The instance type a replacement gets: the Nitro family of the same size when the guest is
-/// Nitro ready, else the Xen HVM family.
-pub fn replacement_type(old: &str, nitro: bool) -> String {
-    let (family, size) = old.split_once('.').unwrap_or((old, "large"));
-    let new = match (family, nitro) {
-        ("t1", true) => "t3",
-        ("m1" | "m3", true) => "m5",
-        ("m2", true) => "r5",
-        ("c1" | "c3", true) => "c5",
-        ("t1", false) => "t2",
-        ("m1" | "m3", false) => "m4",
-        ("m2", false) => "r4",
-        ("c1" | "c3", false) => "c4",
-        (f, _) => f,
-    };
-    // t1.micro has no t3 counterpart smaller than micro; the sizes otherwise carry over.
-    format!("{new}.{size}")
-}
-
 /// Launches a stopped replacement of `src` from `image`.
 pub fn launch(
     aws: &Aws,
@@ -605,25 +700,17 @@ pub fn launch(
     if let Some(arn) = &src.iam_profile_arn {
         req = req.iam_instance_profile(aws_sdk_ec2::types::IamInstanceProfileSpecification::builder().arn(arn).build());
     }
-    let out = aws.block_on(req.send()).map_err(|e| AwsError::call(format!("launching from {image}"), e))?;
+    let out = aws.block_on(with_retries_ec2(&format!("launching from {image}"), || req.clone().send()))?;
     let id = out
         .instances()
         .first()
         .and_then(|i| i.instance_id())
         .map(str::to_string)
         .ok_or_else(|| AwsError::Other("RunInstances returned no instance".into()))?;
-    aws.block_on(aws.ec2.stop_instances().instance_ids(&id).send())
-        .map_err(|e| AwsError::call(format!("stopping the new {id}"), e))?;
+    // StopInstances before the instance is running is IncorrectInstanceState.
+    wait_instance(aws, &id, "running", Duration::from_secs(1800))?;
+    aws.block_on(with_retries_ec2(&format!("stopping the new {id}"), || {
+        aws.ec2.stop_instances().instance_ids(&id).send()
+    }))?;
     Ok(id)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn replacement_types_keep_the_size() {
-        assert_eq!(super::replacement_type("m1.large", true), "m5.large");
-        assert_eq!(super::replacement_type("m2.xlarge", true), "r5.xlarge");
-        assert_eq!(super::replacement_type("c3.2xlarge", false), "c4.2xlarge");
-        assert_eq!(super::replacement_type("t1.micro", false), "t2.micro");
-    }
 }

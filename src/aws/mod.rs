@@ -12,6 +12,7 @@ pub mod cleanup;
 pub mod discover;
 pub mod ebs;
 pub mod ec2;
+pub mod instance_types;
 pub mod migrate;
 pub mod retry;
 pub mod tags;
@@ -194,6 +195,8 @@ mod tests {
         let sources = [
             include_str!("ebs.rs"),
             include_str!("ec2.rs"),
+            include_str!("instance_types.rs"),
+            include_str!("migrate/parent.rs"),
             include_str!("discover.rs"),
             include_str!("migrate/mod.rs"),
             include_str!("migrate/plan.rs"),

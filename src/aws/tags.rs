@@ -102,6 +102,79 @@ pub fn get<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
     tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// At most this many tags on one EC2 resource, keys and values at most this long (EC2 user
+/// guide, "Tag restrictions").
+pub const MAX_TAGS: usize = 50;
+pub const MAX_KEY: usize = 128;
+pub const MAX_VALUE: usize = 256;
+
+/// pv2hvm's own tags first, then the source's as far as EC2 takes them: no `aws:` keys, values
+/// cut to 256 characters, keys over 128 dropped, no more than 50 in all. Returns the tags and a
+/// note of what was dropped or cut.
+pub fn fit(own: Vec<(String, String)>, user: &[(String, String)]) -> (Vec<(String, String)>, Vec<String>) {
+    let mut out = own;
+    let mut notes = Vec::new();
+    for (k, v) in user {
+        if out.iter().any(|(o, _)| o == k) {
+            continue;
+        }
+        if k.to_ascii_lowercase().starts_with("aws:") || k.chars().count() > MAX_KEY {
+            notes.push(format!(
+                "the tag {k:?} was not copied: EC2 takes no aws: keys or keys over {MAX_KEY} characters"
+            ));
+            continue;
+        }
+        if out.len() >= MAX_TAGS {
+            notes.push(format!("the tag {k:?} was not copied: a resource holds at most {MAX_TAGS} tags"));
+            continue;
+        }
+        let value: String = v.chars().take(MAX_VALUE).collect();
+        if value.len() < v.len() {
+            notes.push(format!("the tag {k:?} was cut to {MAX_VALUE} characters"));
+        }
+        out.push((k.clone(), value));
+    }
+    (out, notes)
+}
+
+/// Whether EC2 takes `name` as an AMI name: 3 to 128 characters of letters, digits, spaces
+/// and `( ) [ ] . / - ' @ _` (EC2 API reference, RegisterImage `Name`).
+pub fn valid_ami_name(name: &str) -> bool {
+    (3..=128).contains(&name.chars().count()) && name.chars().all(ami_name_char)
+}
+
+fn ami_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " ()[]./-'@_".contains(c)
+}
+
+/// An AMI name made of `base` (a source's Name tag, say) and `suffix`: characters EC2 refuses
+/// become `-`, runs of them one, and the base is cut so that the whole fits 128 characters
+/// with the suffix, which keeps it unique.
+pub fn ami_name(base: &str, suffix: &str) -> String {
+    let mut clean = String::new();
+    let mut after_dash = false;
+    for c in base.chars() {
+        if !ami_name_char(c) || c == '-' {
+            // A refused character, with the spaces around it, becomes one dash.
+            clean.truncate(clean.trim_end_matches(' ').len());
+            if !clean.ends_with('-') {
+                clean.push('-');
+            }
+            after_dash = true;
+        } else if !(after_dash && c == ' ') {
+            clean.push(c);
+            after_dash = false;
+        }
+    }
+    let clean = clean.trim_matches(|c| c == '-' || c == ' ');
+    let room = 128usize.saturating_sub(suffix.chars().count());
+    let mut name: String = clean.chars().take(room).collect();
+    if name.chars().count() + suffix.chars().count() < 3 {
+        name = format!("pv2hvm-{name}");
+    }
+    format!("{name}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -109,5 +182,33 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_868_000), "2026-11-28T12:13:20Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn ami_names_keep_to_what_ec2_takes() {
+        assert_eq!(super::ami_name("db, primary", "-hvm-1a2b3c4d"), "db-primary-hvm-1a2b3c4d");
+        assert_eq!(super::ami_name("web (eu) [2]", "-hvm"), "web (eu) [2]-hvm");
+        assert_eq!(super::ami_name("☃", ""), "pv2hvm-");
+        let long = super::ami_name(&"x".repeat(300), "-hvm-12345678");
+        assert_eq!(long.len(), 128);
+        assert!(long.ends_with("-hvm-12345678"));
+        for n in ["db-primary-hvm-1a2b3c4d", "web (eu) [2]-hvm", long.as_str()] {
+            assert!(super::valid_ami_name(n), "{n}");
+        }
+        assert!(!super::valid_ami_name("db, primary") && !super::valid_ami_name("ab"));
+    }
+
+    #[test]
+    fn tags_fit_what_ec2_takes_and_pv2hvm_s_own_come_first() {
+        let own: Vec<(String, String)> = (0..10).map(|i| (format!("pv2hvm:{i}"), "x".into())).collect();
+        let mut user: Vec<(String, String)> = (0..45).map(|i| (format!("k{i:02}"), "v".into())).collect();
+        user.push(("aws:cloudformation:stack-name".into(), "s".into()));
+        user.insert(0, ("long".into(), "y".repeat(300)));
+        let (tags, notes) = super::fit(own, &user);
+        assert_eq!(tags.len(), 50);
+        assert!(tags[..10].iter().all(|(k, _)| k.starts_with("pv2hvm:")));
+        assert_eq!(tags[10].1.len(), 256);
+        assert!(notes.iter().any(|n| n.contains("aws: keys")), "{notes:?}");
+        assert_eq!(notes.iter().filter(|n| n.contains("at most 50")).count(), 6, "{notes:?}");
     }
 }

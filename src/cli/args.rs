@@ -205,6 +205,10 @@ pub struct MigrateArgs {
     /// Keep the temporary source snapshot.
     #[arg(long)]
     pub keep_temp: bool,
+    /// Encrypt the new snapshots with this KMS key (id, alias or ARN); by default they keep the
+    /// source's key, or take the account's default key when it encrypts by default.
+    #[arg(long, value_name = "KEY")]
+    pub kms_key_id: Option<String>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,

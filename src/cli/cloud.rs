@@ -94,6 +94,7 @@ pub fn migrate(a: MigrateArgs, quiet: bool) -> Result<ExitCode> {
         launch: a.launch,
         instance_type: a.instance_type.clone(),
         keep_temp: a.keep_temp,
+        kms_key_id: a.kms_key_id.clone(),
         work_dir: work_dir(&a.aws),
         concurrency: a.aws.concurrency,
         playbooks: books,

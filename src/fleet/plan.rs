@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::Regions;
-use crate::aws::ec2::{self, replacement_type};
+use crate::aws::ec2;
+use crate::aws::instance_types::successor_family;
 use crate::aws::migrate::{self, MigrateError};
 use crate::guest::playbook::Playbook;
 use crate::plan::Plan;
@@ -125,7 +126,7 @@ pub fn plan_one(regions: &Regions, t: &Target, o: &PlanOptions) -> Entry {
             e.verdict = "ready".into();
             e.targets = Some(families(p.plan.target).into());
             e.family = src.instance_type.as_deref().map(|ty| {
-                replacement_type(ty, p.plan.target.nitro()).split('.').next().unwrap_or_default().to_string()
+                successor_family(ty.split('.').next().unwrap_or_default(), p.plan.target.nitro()).to_string()
             });
             e.estimated_blocks = Some(match o.spec.layout {
                 LayoutKind::InPlace => p.plan.delta_estimate.map_or(p.stored_blocks, |d| d.blocks),

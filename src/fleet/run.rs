@@ -195,6 +195,7 @@ fn migrate_one(
             launch: o.launch,
             instance_type: None,
             keep_temp: o.keep_temp,
+            kms_key_id: None,
             work_dir: o.work_dir.clone(),
             concurrency: o.ebs_concurrency,
             playbooks: o.playbooks.clone(),

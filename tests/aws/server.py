@@ -13,6 +13,9 @@ sys.path.insert(0, here)
 os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(here, "no-amis.json"))
 
 import moto_patches  # noqa: E402,F401  (applies the patches on import)
+
+if os.environ.get("PV2HVM_MOTO_LENIENT") != "1":
+    import strict  # noqa: E402,F401  (AWS's rules where moto is lenient)
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 0

@@ -7,6 +7,9 @@
     tool.py changed FIRST SECOND       ListChangedBlocks between two snapshots: a JSON list
     tool.py state [REGION]             every snapshot, image, instance and volume, as JSON
     tool.py hvm-image IMAGE            register an HVM AMI from IMAGE's snapshot; prints its id
+    tool.py encryption-by-default on|off   EnableEbsEncryptionByDefault / Disable…
+    tool.py public SNAPSHOT            make SNAPSHOT public (createVolumePermission group all)
+    tool.py tag ID KEY=VALUE…          CreateTags on ID
 
     tool.py fleet-seed IMAGE N [--variant V] [--name PREFIX]   one PV AMI of IMAGE and N
         instances of it named PREFIX-00…; prints {"image", "snapshot", "instances"}
@@ -38,6 +41,29 @@ def clients(region=None):
     return boto3.client("ec2", region_name=region), boto3.client("ebs", region_name=region)
 
 
+def wait_for(describe, ok, what, timeout=60):
+    """Polls until the resource settles (the server completes snapshots and images a moment
+    after the call, as AWS does)."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        state = describe()
+        if state == ok:
+            return
+        if state in ("error", "failed") or time.time() > deadline:
+            sys.exit(f"{what} is {state}, not {ok}")
+        time.sleep(0.2)
+
+
+def wait_snapshot(ec2, snap):
+    wait_for(lambda: ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"], "completed", snap)
+
+
+def wait_image(ec2, image):
+    wait_for(lambda: ec2.describe_images(ImageIds=[image])["Images"][0]["State"], "available", image)
+
+
 def upload(ebs, path, **start):
     size = os.path.getsize(path)
     gib = (size + (1 << 30) - 1) >> 30
@@ -57,10 +83,12 @@ def upload(ebs, path, **start):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         count = sum(pool.map(put, range((size + BLOCK - 1) // BLOCK)))
     ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=count)
+    wait_snapshot(boto3.client("ec2", region_name=ebs.meta.region_name), snap)
     return snap
 
 
 def register_pv(ec2, snap, variant=None, name="pv-guest"):
+    wait_snapshot(ec2, snap)
     mappings = [
         {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": snap, "DeleteOnTermination": True}},
         {"DeviceName": "/dev/sda2", "VirtualName": "ephemeral0"},
@@ -73,6 +101,7 @@ def register_pv(ec2, snap, variant=None, name="pv-guest"):
 
 
 def run(ec2, image, count, prefix, instance_type="m1.large"):
+    wait_image(ec2, image)
     ids = []
     for i in range(count):
         ids.append(ec2.run_instances(
@@ -93,9 +122,10 @@ def fake_fleet(region, pv, hvm):
     ec2, ebs = clients(region)
     snap = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
     ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=0)
+    wait_snapshot(ec2, snap)
     pv_image = register_pv(ec2, snap, name="fake-pv")
     hvm_image = ec2.register_image(
-        Name="fake-hvm", Architecture="x86_64", VirtualizationType="hvm", RootDeviceName="/dev/xvda",
+        Name="fake-hvm", Architecture="x86_64", VirtualizationType="hvm", RootDeviceName="/dev/xvda", EnaSupport=True,
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"]
     print(json.dumps({"pv": run(ec2, pv_image, pv, f"pv-{region}"), "hvm": run(ec2, hvm_image, hvm, f"hvm-{region}", "m5.large"),
                       "pv_image": pv_image, "hvm_image": hvm_image}))
@@ -126,7 +156,7 @@ def deploy_env(path):
     print(json.dumps({"docs": docs, "env": sorted(names), "commands": commands}))
 
 
-def seed(path, encrypted=False, data_volume=False, variant=None):
+def seed(path, encrypted=False, data_volume=False, variant=None, instance_type="m1.large"):
     ec2, ebs = clients()
     start = {"Encrypted": True} if encrypted else {}
     snap = upload(ebs, path, Tags=[{"Key": "Name", "Value": "pv-root"}], **start)
@@ -141,8 +171,9 @@ def seed(path, encrypted=False, data_volume=False, variant=None):
         KernelId="aki-919dcaf8", RootDeviceName="/dev/sda1", BlockDeviceMappings=mappings,
         TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "team", "Value": "storage"}] + VARIANTS.get(variant, [])}],
     )["ImageId"]
+    wait_image(ec2, image)
     inst = ec2.run_instances(
-        ImageId=image, MinCount=1, MaxCount=1, InstanceType="m1.large",
+        ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type,
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
     )["Instances"][0]["InstanceId"]
     print(json.dumps({"snapshot": snap, "image": image, "instance": inst}))
@@ -180,8 +211,15 @@ def download(snap, out):
 
 def changed(first, second):
     _, ebs = clients()
-    out = ebs.list_changed_blocks(FirstSnapshotId=first, SecondSnapshotId=second)
-    print(json.dumps(sorted(b["BlockIndex"] for b in out["ChangedBlocks"])))
+    blocks, token = [], None
+    while True:
+        kw = {"NextToken": token} if token else {}
+        out = ebs.list_changed_blocks(FirstSnapshotId=first, SecondSnapshotId=second, **kw)
+        blocks.extend(b["BlockIndex"] for b in out["ChangedBlocks"])
+        token = out.get("NextToken")
+        if not token:
+            break
+    print(json.dumps(sorted(blocks)))
 
 
 def state(region=None):
@@ -197,6 +235,7 @@ def hvm_image(image):
     ec2, _ = clients()
     src = ec2.describe_images(ImageIds=[image])["Images"][0]
     snap = src["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    wait_snapshot(ec2, snap)
     print(ec2.register_image(
         Name=f"already-hvm-{snap[-8:]}", Architecture="x86_64", VirtualizationType="hvm", RootDeviceName="/dev/xvda",
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"])
@@ -206,7 +245,8 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "seed":
         variant = args[args.index("--variant") + 1] if "--variant" in args else None
-        seed(args[0], "--encrypted" in args, "--data-volume" in args, variant)
+        ty = args[args.index("--instance-type") + 1] if "--instance-type" in args else "m1.large"
+        seed(args[0], "--encrypted" in args, "--data-volume" in args, variant, ty)
     elif cmd == "download":
         download(args[0], args[1])
     elif cmd == "changed":
@@ -224,6 +264,15 @@ if __name__ == "__main__":
         fake_fleet(args[0], int(args[1]), int(args[2]))
     elif cmd == "deploy-env":
         deploy_env(args[0])
+    elif cmd == "encryption-by-default":
+        ec2 = clients()[0]
+        (ec2.enable_ebs_encryption_by_default if args[0] == "on" else ec2.disable_ebs_encryption_by_default)()
+    elif cmd == "public":
+        clients()[0].modify_snapshot_attribute(
+            SnapshotId=args[0], Attribute="createVolumePermission", OperationType="add", GroupNames=["all"])
+    elif cmd == "tag":
+        clients()[0].create_tags(Resources=[args[0]], Tags=[
+            {"Key": k, "Value": v} for k, v in (a.split("=", 1) for a in args[1:])])
     elif cmd == "hvm-image":
         hvm_image(args[0])
     else:

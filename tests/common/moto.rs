@@ -1,6 +1,8 @@
 //! A local AWS API server for the AWS tests: moto (from the venv scripts/test makes, named by
 //! PV2HVM_PYTHON) with tests/aws/moto_patches.py loaded, on a free port of 127.0.0.1, one per
-//! test. tests/aws/tool.py seeds it and reads it back with boto3.
+//! test, strict (tests/aws/strict.py: AWS's rules where moto is lenient, and the transient
+//! faults AWS documents, dealt to pv2hvm). tests/aws/tool.py seeds it and reads it back with
+//! boto3.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ pub struct Moto {
     pub faults: PathBuf,
     /// The call log (moto_patches 11): "put" and "register" lines as the calls start.
     pub calls: PathBuf,
+    /// What the strict server dealt to pv2hvm: "notfound put snap-…", "corrupt get …", ….
+    pub strict_log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -37,11 +41,13 @@ impl Moto {
         let dir = tempfile::tempdir().unwrap();
         let faults = dir.path().join("faults");
         let calls = dir.path().join("calls");
+        let strict_log = dir.path().join("strict.log");
         let mut child = Command::new(python())
             .arg(aws_dir().join("server.py"))
             .arg("0")
             .env("PV2HVM_MOTO_FAULTS_FILE", &faults)
             .env("PV2HVM_MOTO_CALLS_FILE", &calls)
+            .env("PV2HVM_MOTO_STRICT_LOG", &strict_log)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -51,7 +57,7 @@ impl Moto {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("moto did not start: {line:?}"));
-        Moto { child, endpoint: format!("http://127.0.0.1:{port}"), faults, calls, _dir: dir }
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}"), faults, calls, strict_log, _dir: dir }
     }
 
     /// Points `cmd` at this server with test credentials in us-east-1.
@@ -85,6 +91,11 @@ impl Moto {
     /// How many calls named `name` the call log holds.
     pub fn calls(&self, name: &str) -> usize {
         std::fs::read_to_string(&self.calls).unwrap_or_default().lines().filter(|l| *l == name).count()
+    }
+
+    /// How many lines of the strict log start with `prefix`.
+    pub fn dealt(&self, prefix: &str) -> usize {
+        std::fs::read_to_string(&self.strict_log).unwrap_or_default().lines().filter(|l| l.starts_with(prefix)).count()
     }
 
     /// Arms fault injection ("put=3:throttle,get=2:500"); returns the log of injected faults.

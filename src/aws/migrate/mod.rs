@@ -7,6 +7,7 @@
 //! machine, under any run id) finds what was made ([`resume`]) and goes on from the last
 //! completed stage. A [`Observer`] hears of each stage and each resource made.
 
+mod parent;
 mod plan;
 mod register;
 pub mod resume;
@@ -131,6 +132,9 @@ pub struct MigrateOptions {
     pub launch: bool,
     pub instance_type: Option<String>,
     pub keep_temp: bool,
+    /// The KMS key for the new snapshots when they are encrypted (`--kms-key-id`); else the
+    /// source's key, or the account's default key.
+    pub kms_key_id: Option<String>,
     pub work_dir: PathBuf,
     pub concurrency: usize,
     pub playbooks: Vec<Playbook>,
@@ -252,6 +256,16 @@ pub fn migrate(
     confirm: &dyn Fn(&Plan) -> bool,
 ) -> Result<MigrateReport, MigrateError> {
     let started = Instant::now();
+    if let Some(n) = &o.name
+        && !tags::valid_ami_name(n)
+    {
+        return Err(MigrateError::Refused {
+            source_id: o.source.clone(),
+            reason: format!(
+                "--name {n:?} is not an AMI name EC2 takes: 3 to 128 letters, digits, spaces and ( ) [ ] . / - ' @ _"
+            ),
+        });
+    }
     let src = ec2::describe_source(aws, &o.source)?;
     let mut report = MigrateReport {
         run_id: o.run_id.clone(),
@@ -468,7 +482,8 @@ fn build_root(
     }
     let (snap, data) = source_snapshot(aws, o, src, hash, found, report, made, obs)?;
     report.source_snapshot = Some(snap.clone());
-    let snap_info = ec2::describe_snapshot(aws, &snap)?;
+    let snap_info = parent::usable(aws, o, ec2::describe_snapshot(aws, &snap)?, hash, report, made, obs)?;
+    let snap = snap_info.id.clone();
 
     // Plan, confirm, convert.
     obs.stage_started(Stage::Read);
@@ -512,7 +527,8 @@ fn build_root(
     root_tags.extend(root.tags());
     let new = NewSnapshot {
         parent: None,
-        encrypt: snap_info.encrypted.then(|| snap_info.kms_key_id.clone()),
+        encrypt: (snap_info.encrypted || o.kms_key_id.is_some())
+            .then(|| o.kms_key_id.clone().or_else(|| snap_info.kms_key_id.clone())),
         size_gib,
         description: format!("pv2hvm: HVM root of {}", o.source),
         tags: root_tags,

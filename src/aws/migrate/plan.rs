@@ -29,7 +29,19 @@ pub struct Planned {
 
 /// Which snapshot `plan` reads for a source, and what it says about it.
 fn snapshot_for_plan(aws: &Aws, src: &SourceInfo) -> Result<(String, String), MigrateError> {
+    // A plan creates nothing, so it cannot copy what the EBS direct APIs cannot read.
+    let readable = |s: &str, fix: &str| -> Result<(), MigrateError> {
+        let info = ec2::describe_snapshot(aws, s)?;
+        match ec2::foreign_or_public(aws, &info)? {
+            Some(why) => Err(MigrateError::Refused {
+                source_id: src.id.clone(),
+                reason: format!("{why}, and the EBS direct APIs cannot read it: {fix}"),
+            }),
+            None => Ok(()),
+        }
+    };
     if let Some(s) = &src.root_snapshot {
+        readable(s, "`pv2hvm migrate` copies it into the account first; a plan creates nothing")?;
         return Ok((s.clone(), format!("reads {s}, the root snapshot of {}", src.id)));
     }
     let vol = src.root_volume.as_deref().ok_or_else(|| MigrateError::Refused {
@@ -51,6 +63,7 @@ fn snapshot_for_plan(aws: &Aws, src: &SourceInfo) -> Result<(String, String), Mi
         && let Ok(ami) = ec2::describe_source(aws, img)
         && let Some(s) = ami.root_snapshot
     {
+        readable(&s, "pass --snapshot-now to plan from a fresh snapshot of the volume")?;
         return Ok((
             s.clone(),
             format!(

@@ -121,15 +121,23 @@ pub fn register(
             others.push(Mapping { device: new_dev.clone(), ..m.clone() });
         }
     }
-    let mut image_tags = src.tags.clone();
-    image_tags.extend(tags::work_tags(&o.run_id, &o.source, Role::Image, hash));
-    image_tags.extend(root.tags());
+    let mut own = tags::work_tags(&o.run_id, &o.source, Role::Image, hash);
+    own.extend(root.tags());
+    let (image_tags, dropped) = tags::fit(own, &src.tags);
+    report.notes.extend(dropped);
     // The name follows from the root snapshot, and EC2 keeps AMI names unique: a RegisterImage
     // still in flight when its run died, and the resumed run's, make one AMI between them.
-    let base =
-        o.name.clone().unwrap_or_else(|| format!("{}-hvm", src.name.clone().unwrap_or_else(|| o.source.clone())));
-    let name =
-        if o.name.is_some() { base } else { format!("{base}-{}", &crate::util::sha256_hex(root.id.as_bytes())[..8]) };
+    let name = match &o.name {
+        Some(n) => n.clone(),
+        None => {
+            let base = src.name.clone().unwrap_or_else(|| o.source.clone());
+            let name = tags::ami_name(&base, &format!("-hvm-{}", &crate::util::sha256_hex(root.id.as_bytes())[..8]));
+            if !name.starts_with(&base) {
+                report.notes.push(format!("the AMI is named {name:?}: EC2 takes no {base:?} in an AMI name"));
+            }
+            name
+        }
+    };
     let reg = ec2::Registration {
         name: name.clone(),
         description: src.description.clone().unwrap_or_else(|| format!("HVM migration of {} by pv2hvm", o.source)),
@@ -241,14 +249,36 @@ pub fn launch(
         return Ok(());
     }
     let nitro = tags::get(&image.tags, tags::NITRO) != Some("false");
-    let ty = o
-        .instance_type
-        .clone()
-        .filter(|t| t != "auto")
-        .unwrap_or_else(|| ec2::replacement_type(src.instance_type.as_deref().unwrap_or("m1.large"), nitro));
-    let mut t = src.tags.clone();
-    t.extend(tags::work_tags(&o.run_id, &o.source, Role::Instance, hash));
-    let token = ec2::token(&[&image.id, "launch"]);
+    let ena = tags::get(&image.tags, tags::ENA) == Some("true");
+    let ty = match o.instance_type.clone().filter(|t| t != "auto") {
+        Some(t) => {
+            // A type that requires ENA does not start from an AMI without it: say so now.
+            let known = crate::aws::instance_types::describe(aws, std::slice::from_ref(&t), Vec::new())?;
+            if !ena && known.iter().any(|k| k.ena == "required") {
+                return Err(MigrateError::Refused {
+                    source_id: o.source.clone(),
+                    reason: format!(
+                        "--instance-type {t} requires ENA, and {} has no EnaSupport (the guest has no ena driver)",
+                        image.id
+                    ),
+                });
+            }
+            t
+        }
+        None => {
+            let old = src.instance_type.as_deref().unwrap_or("m1.large");
+            let arch = tags::get(&image.tags, tags::ARCH).unwrap_or("x86_64");
+            crate::aws::instance_types::replacement(aws, old, src.zone.as_deref(), arch, nitro, ena)
+                .map_err(|reason| MigrateError::Refused { source_id: o.source.clone(), reason })?
+        }
+    };
+    let (t, dropped) = tags::fit(tags::work_tags(&o.run_id, &o.source, Role::Instance, hash), &src.tags);
+    report.notes.extend(dropped);
+    // The token covers every parameter of the call: a retry with other parameters would be
+    // IdempotentParameterMismatch.
+    let params =
+        format!("{ty} {:?} {:?} {:?} {:?}", src.subnet_id, src.security_groups, src.key_name, src.iam_profile_arn);
+    let token = ec2::token(&[&image.id, "launch", &params]);
     let id = ec2::launch(aws, src, &image.id, &ty, &token, &t)?;
     obs.created("instance", &id, &aws.region, Role::Instance);
     report.notes.push(format!("{id} ({ty}) launched from {} and left stopped", image.id));

@@ -64,6 +64,12 @@ def wait_image(ec2, image):
     wait_for(lambda: ec2.describe_images(ImageIds=[image])["Images"][0]["State"], "available", image)
 
 
+def wait_running(ec2, ids):
+    for i in ids:
+        wait_for(lambda: ec2.describe_instances(InstanceIds=[i])["Reservations"][0]["Instances"][0]["State"]["Name"],
+                 "running", i)
+
+
 def upload(ebs, path, **start):
     size = os.path.getsize(path)
     gib = (size + (1 << 30) - 1) >> 30
@@ -108,6 +114,7 @@ def run(ec2, image, count, prefix, instance_type="m1.large"):
             ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type,
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": f"{prefix}-{i:02d}"}]}],
         )["Instances"][0]["InstanceId"])
+    wait_running(ec2, ids)
     return ids
 
 
@@ -176,6 +183,7 @@ def seed(path, encrypted=False, data_volume=False, variant=None, instance_type="
         ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type,
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
     )["Instances"][0]["InstanceId"]
+    wait_running(ec2, [inst])
     print(json.dumps({"snapshot": snap, "image": image, "instance": inst}))
 
 

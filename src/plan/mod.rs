@@ -292,7 +292,7 @@ pub fn make(
     let disk = DiskLayout::new(spec.layout, spec.disk_size(input.len), &guest.layout)?;
     if disk.core_placement == CorePlacement::BootLoaderInode {
         // core.img is about 160 KiB; its exact blocks are allocated at conversion.
-        let free = guest.layout.fs.free_blocks * guest.layout.fs.block_size;
+        let free = guest.layout.fs.free_bytes();
         if free < CORE_RESERVE {
             return Err(LayoutError::NoRoomForCore { need: CORE_RESERVE, free }.into());
         }

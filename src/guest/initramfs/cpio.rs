@@ -56,6 +56,7 @@ const HEADER: usize = 110;
 /// has a few thousand.
 pub const MAX_ENTRIES: usize = 1 << 18;
 const CHUNK: usize = 64 << 10;
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 /// An archive would unpack to more than its limit; the limit and what crossed it.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +101,9 @@ impl<R: Read> Peek<R> {
     fn skip_zeros(&mut self) -> io::Result<()> {
         loop {
             let b = self.peek(CHUNK)?;
-            let (len, zeros) = (b.len(), b.iter().take_while(|&&c| c == 0).count());
+            // A whole chunk of zeros (compared at memcmp speed) is the common case of a bomb.
+            let zeros = if b == &ZEROS[..b.len()] { b.len() } else { b.iter().take_while(|&&c| c == 0).count() };
+            let len = b.len();
             self.consume(zeros);
             if len == 0 || zeros < len {
                 return Ok(());

@@ -30,6 +30,8 @@ pub enum DetectError {
         "{image}: the filesystem is truncated: its superblock spans {fs_size} bytes but only {available} are present"
     )]
     Truncated { image: String, fs_size: u64, available: u64 },
+    #[error("{image}: the superblock is corrupt: {what}; check a copy with e2fsck -f")]
+    Corrupt { image: String, what: String },
     #[error("{image}: reading at offset {offset}: {err}")]
     Io { image: String, offset: u64, err: std::io::Error },
 }
@@ -127,7 +129,10 @@ fn finish(
     offset: u64,
     fs: Superblock,
 ) -> Result<SourceLayout, DetectError> {
-    let available = src.len() - offset;
+    let available = src.len().saturating_sub(offset);
+    if let Some(what) = fs.corruption() {
+        return Err(DetectError::Corrupt { image: src.describe(), what });
+    }
     if fs.size_bytes() > available {
         return Err(DetectError::Truncated { image: src.describe(), fs_size: fs.size_bytes(), available });
     }

@@ -111,9 +111,36 @@ impl Superblock {
         Ok(Self::parse(&buf))
     }
 
-    /// Bytes the filesystem spans.
+    /// Bytes the filesystem spans (saturating: a count too large for that is
+    /// [`corruption`](Self::corruption), and then also larger than any source).
     pub fn size_bytes(&self) -> u64 {
-        self.blocks * self.block_size
+        self.blocks.saturating_mul(self.block_size)
+    }
+
+    /// Blocks in use. A free count above the block count is [`corruption`](Self::corruption),
+    /// which detection refuses; here it counts as nothing used rather than wrapping.
+    pub fn used_blocks(&self) -> u64 {
+        self.blocks.saturating_sub(self.free_blocks)
+    }
+
+    /// Bytes the superblock counts as free (saturating, as [`size_bytes`](Self::size_bytes)).
+    pub fn free_bytes(&self) -> u64 {
+        self.free_blocks.saturating_mul(self.block_size)
+    }
+
+    /// What makes the counts impossible, if anything: no blocks, more free blocks than
+    /// blocks, or a size beyond 2^64 bytes.
+    pub fn corruption(&self) -> Option<String> {
+        if self.blocks == 0 {
+            return Some("its block count is 0".into());
+        }
+        if self.free_blocks > self.blocks {
+            return Some(format!("its free block count {} exceeds its block count {}", self.free_blocks, self.blocks));
+        }
+        if self.blocks.checked_mul(self.block_size).is_none() {
+            return Some(format!("its block count {} of {} bytes overflows 64 bits", self.blocks, self.block_size));
+        }
+        None
     }
 
     pub fn has_extents(&self) -> bool {
@@ -141,6 +168,7 @@ mod tests {
         let mut b = vec![0u8; 1024];
         b[0x38..0x3A].copy_from_slice(&EXT_MAGIC.to_le_bytes());
         b[0x4..0x8].copy_from_slice(&524288u32.to_le_bytes());
+        b[0xC..0x10].copy_from_slice(&1000u32.to_le_bytes());
         b[0x18..0x1C].copy_from_slice(&2u32.to_le_bytes());
         b[0x5C..0x60].copy_from_slice(&0x4u32.to_le_bytes());
         b[0x60..0x64].copy_from_slice(&(0x2u32 | 0x4 | 0x40).to_le_bytes());
@@ -159,6 +187,29 @@ mod tests {
         assert_eq!(sb.size_bytes(), 2 << 30);
         assert!(sb.needs_recovery);
         assert!(sb.features.iter().any(|f| f == "has_journal") && sb.features.iter().any(|f| f == "extent"));
+    }
+
+    #[test]
+    fn impossible_counts_are_corruption_and_never_wrap() {
+        let sb = Superblock::parse(&sample()).unwrap();
+        assert_eq!(sb.corruption(), None);
+        assert_eq!(sb.used_blocks(), 524288 - 1000);
+        let mut b = sample();
+        b[0xC..0x10].copy_from_slice(&600000u32.to_le_bytes());
+        let sb = Superblock::parse(&b).unwrap();
+        assert_eq!(sb.corruption().unwrap(), "its free block count 600000 exceeds its block count 524288");
+        assert_eq!(sb.used_blocks(), 0);
+        let mut b = sample();
+        // 64bit: block count 2^62 of 4 KiB blocks.
+        b[0x60..0x64].copy_from_slice(&(0x2u32 | 0x4 | 0x40 | 0x80).to_le_bytes());
+        b[0x150..0x154].copy_from_slice(&(1u32 << 30).to_le_bytes());
+        let sb = Superblock::parse(&b).unwrap();
+        assert!(sb.corruption().unwrap().contains("overflows 64 bits"), "{:?}", sb.corruption());
+        assert_eq!(sb.size_bytes(), u64::MAX);
+        let mut b = sample();
+        b[0x4..0x8].copy_from_slice(&0u32.to_le_bytes());
+        b[0xC..0x10].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(Superblock::parse(&b).unwrap().corruption().unwrap(), "its block count is 0");
     }
 
     #[test]

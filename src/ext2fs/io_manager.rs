@@ -171,18 +171,28 @@ unsafe extern "C" fn set_blksize(channel: *mut IoChannel, blksize: c_int) -> err
 ///
 /// # Safety
 /// `channel` must be a live channel made by `open`.
-unsafe fn span<'a>(channel: *mut IoChannel, block: c_ulonglong, count: c_int) -> (&'a Private, u64, usize) {
+/// `None` when a (corrupted) block number puts it beyond 2^64 bytes.
+unsafe fn span<'a>(channel: *mut IoChannel, block: c_ulonglong, count: c_int) -> (&'a Private, Option<(u64, usize)>) {
     // SAFETY: per the contract, the channel and its private data are alive.
     let (p, bs) = unsafe { (&*((*channel).private_data as *const Private), (*channel).block_size as u64) };
-    let len = if count < 0 { (-(count as i64)) as u64 } else { count as u64 * bs };
-    (p, block * bs, len as usize)
+    let len = if count < 0 { Some(u64::from(count.unsigned_abs())) } else { (count as u64).checked_mul(bs) };
+    let range = block
+        .checked_mul(bs)
+        .zip(len)
+        .filter(|&(at, len)| at.checked_add(len).is_some())
+        .and_then(|(at, len)| Some((at, usize::try_from(len).ok()?)));
+    (p, range)
+}
+
+fn out_of_range(block: c_ulonglong) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("block {block} lies beyond 2^64 bytes"))
 }
 
 fn read_backing(p: &Private, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
     match &p.backing {
         Backing::Source { source, offset } => {
             // Past the end of the source reads as zeros (a filesystem may end mid-block).
-            let at = offset + at;
+            let at = offset.checked_add(at).ok_or_else(|| out_of_range(at))?;
             let avail = source.len().saturating_sub(at).min(buf.len() as u64) as usize;
             buf[avail..].fill(0);
             if avail > 0 { source.read_exact_at(at, &mut buf[..avail]) } else { Ok(()) }
@@ -203,7 +213,11 @@ unsafe extern "C" fn read_blk64(
 ) -> errcode_t {
     guarded(|| {
         // SAFETY: a live channel; libext2fs gives `data` room for the requested bytes.
-        let (p, at, len) = unsafe { span(channel, block, count) };
+        let (p, range) = unsafe { span(channel, block, count) };
+        let Some((at, len)) = range else {
+            p.errors.set(out_of_range(block));
+            return EXT2_ET_SHORT_READ;
+        };
         // SAFETY: as above, `data` holds `len` writable bytes for the duration of the call.
         let buf = unsafe { std::slice::from_raw_parts_mut(data as *mut u8, len) };
         match read_backing(p, at, buf) {
@@ -248,7 +262,11 @@ unsafe extern "C" fn write_blk64(
     guarded(|| {
         // SAFETY: a live channel; `data` holds the bytes libext2fs asks to write.
         unsafe {
-            let (_, at, len) = span(channel, block, count);
+            let (p, range) = span(channel, block, count);
+            let Some((at, len)) = range else {
+                p.errors.set(out_of_range(block));
+                return EXT2_ET_SHORT_WRITE;
+            };
             write_bytes(channel, at, len, data)
         }
     })

@@ -98,8 +98,11 @@ impl Ext2Fs {
                     }
                 }
                 let table = ext2fs_inode_table_loc(self.fs, g);
-                let used =
-                    if lazy_tables { inodes_per_group - ext2fs_bg_itable_unused(self.fs, g) } else { inodes_per_group };
+                let used = if lazy_tables {
+                    inodes_per_group.saturating_sub(ext2fs_bg_itable_unused(self.fs, g))
+                } else {
+                    inodes_per_group
+                };
                 let blocks = (u64::from(used) * u64::from(inode_size)).div_ceil(bs);
                 if table != 0 && blocks > 0 {
                     ext2fs_mark_block_bitmap_range2(bitmap, table, blocks as libc::c_uint);

@@ -214,7 +214,7 @@ impl Ext2Fs {
     /// Free space, from libext2fs' in-memory superblock (it tracks allocations as they happen).
     pub fn free_bytes(&self) -> u64 {
         // SAFETY: `fs` is open, so `super_` points at its live in-memory superblock.
-        unsafe { ext2fs_free_blocks_count((*self.fs).super_) * u64::from((*self.fs).blocksize) }
+        unsafe { ext2fs_free_blocks_count((*self.fs).super_).saturating_mul(u64::from((*self.fs).blocksize)) }
     }
 
     /// Flushes and closes, reporting errors that a drop would swallow.

@@ -32,7 +32,20 @@ pub enum InspectError {
         "{image}: kernel {version} cannot run as an HVM guest: {config} sets {symbol}=y (a Xen PV-only kernel); install a kernel with PVHVM support first"
     )]
     XenOnlyKernel { image: String, version: String, config: String, symbol: String },
+    #[error("{image}: {detail}")]
+    DefaultEntryUnbootable { image: String, detail: String },
+    #[error(
+        "{image}: {config} is {size} bytes, more than the {MAX_CONFIG_BYTES} bytes pv2hvm reads from a bootloader config"
+    )]
+    ConfigTooLarge { image: String, config: String, size: u64 },
+    #[error("{image}: {config} has {count} entries, more than the {MAX_BOOT_ENTRIES} pv2hvm accepts")]
+    TooManyEntries { image: String, config: String, count: usize },
 }
+
+/// The largest bootloader config pv2hvm reads (README, "Limits").
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The most boot entries a config may have (README, "Limits").
+pub const MAX_BOOT_ENTRIES: usize = 1000;
 
 /// One kernel found in /boot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +71,10 @@ pub struct BootConfig {
     pub default_kernel: Option<String>,
     /// `root=` of the default entry.
     pub default_root: Option<String>,
+    /// Why the default entry cannot boot (its kernel or initrd missing or not a regular
+    /// file), naming the entries that could; conversion refuses it.
+    #[serde(skip)]
+    pub unbootable: Option<String>,
 }
 
 /// A guest file that conversion may rewrite, with its current content.
@@ -110,7 +127,12 @@ impl Guest {
                 config: x.config.clone(),
                 symbol: x.symbol.clone(),
             }),
-            None => Ok(boot),
+            None => match &boot.unbootable {
+                Some(detail) => {
+                    Err(InspectError::DefaultEntryUnbootable { image: self.source.clone(), detail: detail.clone() })
+                }
+                None => Ok(boot),
+            },
         }
     }
 }
@@ -133,8 +155,23 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
         if let Some(r) = fs.try_resolve(p).map_err(fserr)?
             && r.stat.kind == Kind::File
         {
+            if r.stat.size > MAX_CONFIG_BYTES {
+                return Err(InspectError::ConfigTooLarge {
+                    image: source.to_string(),
+                    config: p.to_string(),
+                    size: r.stat.size,
+                });
+            }
             let text = String::from_utf8_lossy(&fs.read_file(&r.path).map_err(fserr)?).into_owned();
             let entries = bootcfg::parse(&text, *dialect);
+            if entries.entries.len() > MAX_BOOT_ENTRIES {
+                return Err(InspectError::TooManyEntries {
+                    image: source.to_string(),
+                    config: p.to_string(),
+                    count: entries.entries.len(),
+                });
+            }
+            let unbootable = unbootable_default(fs, p, &entries).map_err(fserr)?;
             let default = entries.default_entry();
             let default_kernel = default.and_then(|e| e.kernel_path()).map(str::to_string);
             let default_root = default.and_then(|e| e.root.clone());
@@ -145,6 +182,7 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
                 text,
                 default_kernel,
                 default_root,
+                unbootable,
             });
             break;
         }
@@ -186,6 +224,47 @@ pub fn inspect_fs(source: &str, layout: SourceLayout, fs: &Ext2Fs) -> Result<Gue
         persistent_net_rules,
         xen_only,
     })
+}
+
+/// Why a file an entry boots cannot be booted: missing, or not a regular file.
+fn missing_or_odd(fs: &Ext2Fs, path: &str) -> Result<Option<&'static str>, Ext2Error> {
+    Ok(match fs.try_resolve(path)? {
+        None => Some("does not exist"),
+        Some(r) if r.stat.kind != Kind::File => Some("is not a regular file"),
+        Some(_) => None,
+    })
+}
+
+/// Why `entry` cannot boot: its kernel or initrd missing or not a regular file.
+fn entry_problem(fs: &Ext2Fs, entry: &bootcfg::BootEntry) -> Result<Option<String>, Ext2Error> {
+    let Some(kernel) = entry.kernel_path() else { return Ok(Some("has no kernel line".into())) };
+    if let Some(why) = missing_or_odd(fs, kernel)? {
+        return Ok(Some(format!("boots kernel {kernel}, which {why}")));
+    }
+    if let Some(initrd) = entry.initrd.as_deref().map(|i| i.rsplit(')').next().unwrap_or(i))
+        && let Some(why) = missing_or_odd(fs, initrd)?
+    {
+        return Ok(Some(format!("loads initrd {initrd}, which {why}")));
+    }
+    Ok(None)
+}
+
+/// Why the default entry of `config` cannot boot, naming the entries that could.
+fn unbootable_default(fs: &Ext2Fs, config: &str, entries: &bootcfg::Entries) -> Result<Option<String>, Ext2Error> {
+    let Some(default) = entries.default_entry() else { return Ok(None) };
+    let Some(problem) = entry_problem(fs, default)? else { return Ok(None) };
+    let mut usable = Vec::new();
+    for e in &entries.entries {
+        if !std::ptr::eq(e, default) && entry_problem(fs, e)?.is_none() {
+            usable.push(format!("\"{}\"", e.title));
+        }
+    }
+    let others = if usable.is_empty() {
+        "no other entry has both its kernel and its initrd".to_string()
+    } else {
+        format!("entries whose kernel and initrd exist: {}; make one of them the default", usable.join(", "))
+    };
+    Ok(Some(format!("the default entry \"{}\" of {config} {problem}; {others}", default.title)))
 }
 
 fn find_kernels(fs: &Ext2Fs) -> Result<Vec<Kernel>, Ext2Error> {

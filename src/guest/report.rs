@@ -175,7 +175,7 @@ pub fn inspect(
     Ok(InspectReport {
         schema_version: SCHEMA_VERSION,
         source: src.describe(),
-        used_blocks: guest.layout.fs.blocks - guest.layout.fs.free_blocks,
+        used_blocks: guest.layout.fs.used_blocks(),
         disk: guest.layout.clone(),
         os: guest.os.clone(),
         playbook,

@@ -292,7 +292,7 @@ pub fn make(
     let disk = DiskLayout::new(spec.layout, spec.disk_size(input.len), &guest.layout)?;
     if disk.core_placement == CorePlacement::BootLoaderInode {
         // core.img is about 160 KiB; its exact blocks are allocated at conversion.
-        let free = guest.layout.fs.free_blocks * guest.layout.fs.block_size;
+        let free = guest.layout.fs.free_bytes();
         if free < CORE_RESERVE {
             return Err(LayoutError::NoRoomForCore { need: CORE_RESERVE, free }.into());
         }
@@ -592,6 +592,16 @@ fn create_edit(path: &str, text: String, like: &str, note: String) -> FileEdit {
     }
 }
 
+/// How long a diff may search for the minimal one. Myers is O(N·D): a config whose every
+/// line changed is quadratic, and past this the rest of it is shown as removed and added.
+const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn unified_diff(from: &str, to: &str, old: &str, new: &str) -> String {
-    similar::TextDiff::from_lines(old, new).unified_diff().context_radius(3).header(from, to).to_string()
+    similar::TextDiff::configure()
+        .deadline(std::time::Instant::now() + DIFF_DEADLINE)
+        .diff_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(from, to)
+        .to_string()
 }

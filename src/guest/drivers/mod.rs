@@ -409,6 +409,10 @@ impl Survey {
 pub fn survey(fs: &Ext2Fs, kernel: &Kernel) -> Result<Survey, DriverError> {
     let path = kernel.initramfs.clone().ok_or_else(|| DriverError::NoInitramfs { kernel: kernel.version.clone() })?;
     let guest = GuestModules::load(fs, kernel)?;
+    let on_disk = fs.resolve(&path)?.stat.size;
+    if on_disk > crate::guest::initramfs::MAX_UNPACKED {
+        return Err(DriverError::Initramfs { path, err: InitramfsError::FileTooLarge(on_disk) });
+    }
     let bytes = fs.read_file(&path)?;
     let size = bytes.len() as u64;
     let sha256 = crate::util::sha256_hex(&bytes);

@@ -66,49 +66,24 @@ impl Compression {
         }
     }
 
-    /// Decompresses one stream from the start of `data`; returns it and the bytes it took.
-    /// What follows (padding, another archive) is left for the caller.
-    pub fn decompress_stream(self, data: &[u8]) -> io::Result<(Vec<u8>, usize)> {
-        let mut out = Vec::new();
-        let rest: &[u8] = match self {
-            Compression::None => {
-                out.extend_from_slice(data);
-                &[]
-            }
-            Compression::Gzip => {
-                let mut d = flate2::bufread::GzDecoder::new(data);
-                d.read_to_end(&mut out)?;
-                d.into_inner()
-            }
+    /// A streaming decoder of one stream from the start of `data`; [`Decoder::rest`] gives
+    /// what follows it (padding, another archive) once it has been read to its end.
+    pub fn decoder(self, data: &[u8]) -> io::Result<Decoder<'_>> {
+        Ok(match self {
+            Compression::None => Decoder::None(data),
+            Compression::Gzip => Decoder::Gzip(flate2::bufread::GzDecoder::new(data)),
             Compression::Xz => {
                 let stream = liblzma::stream::Stream::new_stream_decoder(LZMA_MEMLIMIT, 0).map_err(io::Error::other)?;
-                let mut d = liblzma::bufread::XzDecoder::new_stream(data, stream);
-                d.read_to_end(&mut out)?;
-                d.into_inner()
+                Decoder::Xz(liblzma::bufread::XzDecoder::new_stream(data, stream))
             }
             Compression::Lzma => {
                 let stream = liblzma::stream::Stream::new_lzma_decoder(LZMA_MEMLIMIT).map_err(io::Error::other)?;
-                let mut d = liblzma::bufread::XzDecoder::new_stream(data, stream);
-                d.read_to_end(&mut out)?;
-                d.into_inner()
+                Decoder::Xz(liblzma::bufread::XzDecoder::new_stream(data, stream))
             }
-            Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::with_buffer(data)?.single_frame();
-                d.read_to_end(&mut out)?;
-                d.finish()
-            }
-            Compression::Bzip2 => {
-                let mut d = bzip2::bufread::BzDecoder::new(data);
-                d.read_to_end(&mut out)?;
-                d.into_inner()
-            }
-            Compression::Lz4 => {
-                let (o, used) = lz4_legacy_decode(data)?;
-                out = o;
-                &data[used..]
-            }
-        };
-        Ok((out, data.len() - rest.len()))
+            Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(data)?.single_frame()),
+            Compression::Bzip2 => Decoder::Bzip2(bzip2::bufread::BzDecoder::new(data)),
+            Compression::Lz4 => Decoder::Lz4(Lz4Legacy::new(data)?),
+        })
     }
 
     /// Compresses `data` the way the kernel can unpack it.
@@ -157,6 +132,97 @@ impl Compression {
 
 /// The legacy lz4 format (`lz4 -l`): a magic, then blocks of `u32 LE size` + an lz4 block of
 /// at most 8 MiB of input. A repeated magic starts another stream; anything else ends it.
+/// A decoder over a borrowed stream: read it, then take [`rest`](Decoder::rest).
+pub enum Decoder<'a> {
+    None(&'a [u8]),
+    Gzip(flate2::bufread::GzDecoder<&'a [u8]>),
+    Xz(liblzma::bufread::XzDecoder<&'a [u8]>),
+    Zstd(zstd::stream::read::Decoder<'static, &'a [u8]>),
+    Bzip2(bzip2::bufread::BzDecoder<&'a [u8]>),
+    Lz4(Lz4Legacy<'a>),
+}
+
+impl Read for Decoder<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::None(d) => d.read(buf),
+            Decoder::Gzip(d) => d.read(buf),
+            Decoder::Xz(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+            Decoder::Bzip2(d) => d.read(buf),
+            Decoder::Lz4(d) => d.read(buf),
+        }
+    }
+}
+
+impl<'a> Decoder<'a> {
+    /// The input after the stream (all of it read so far, for an unfinished stream).
+    pub fn rest(self) -> &'a [u8] {
+        match self {
+            Decoder::None(d) => d,
+            Decoder::Gzip(d) => d.into_inner(),
+            Decoder::Xz(d) => d.into_inner(),
+            Decoder::Zstd(d) => d.finish(),
+            Decoder::Bzip2(d) => d.into_inner(),
+            Decoder::Lz4(d) => &d.data[d.pos.min(d.data.len())..],
+        }
+    }
+}
+
+/// The lz4 legacy frame, decoded one block (at most 8 MiB) at a time.
+pub struct Lz4Legacy<'a> {
+    data: &'a [u8],
+    pos: usize,
+    block: Vec<u8>,
+    at: usize,
+}
+
+impl<'a> Lz4Legacy<'a> {
+    fn new(data: &'a [u8]) -> io::Result<Self> {
+        if data.get(..4) != Some(&LZ4_LEGACY_MAGIC.to_le_bytes()[..]) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "lz4 legacy: bad magic"));
+        }
+        Ok(Lz4Legacy { data, pos: 4, block: Vec::new(), at: 0 })
+    }
+
+    /// Decodes the next block; `false` at the end of the stream.
+    fn next_block(&mut self) -> io::Result<bool> {
+        let word = |p: usize| self.data.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+        while let Some(size) = word(self.pos) {
+            if size == LZ4_LEGACY_MAGIC {
+                self.pos += 4;
+                continue;
+            }
+            let start = self.pos + 4;
+            // Anything that is not a whole block (zero padding, the next archive) ends the stream.
+            let Some(end) = start.checked_add(size as usize).filter(|&e| size > 0 && e <= self.data.len()) else {
+                return Ok(false);
+            };
+            self.block = lz4_flex::block::decompress(&self.data[start..end], LZ4_LEGACY_BLOCK)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("lz4 legacy: {e}")))?;
+            self.at = 0;
+            self.pos = end;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+impl Read for Lz4Legacy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.block.len() {
+            if !self.next_block()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
 fn lz4_legacy_decode(data: &[u8]) -> io::Result<(Vec<u8>, usize)> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("lz4 legacy: {m}"));
     let word = |p: usize| data.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
@@ -205,6 +271,15 @@ mod tests {
         Compression::Lz4,
     ];
 
+    impl Compression {
+        fn decompress_stream(self, data: &[u8]) -> io::Result<(Vec<u8>, usize)> {
+            let mut d = self.decoder(data)?;
+            let mut out = Vec::new();
+            d.read_to_end(&mut out)?;
+            Ok((out, data.len() - d.rest().len()))
+        }
+    }
+
     fn sample() -> Vec<u8> {
         let mut v = b"070701".to_vec();
         for i in 0..300_000u32 {
@@ -235,7 +310,8 @@ mod tests {
     fn lz4_legacy_blocks_are_at_most_8mib() {
         let data = vec![7u8; LZ4_LEGACY_BLOCK + 10];
         let packed = lz4_legacy_encode(&data);
-        assert_eq!(lz4_legacy_decode(&packed).unwrap(), (data, packed.len()));
+        assert_eq!(lz4_legacy_decode(&packed).unwrap(), (data.clone(), packed.len()));
+        assert_eq!(Compression::Lz4.decompress_stream(&packed).unwrap(), (data, packed.len()));
         assert!(lz4_legacy_decode(b"nope").is_err());
     }
 

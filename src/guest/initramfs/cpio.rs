@@ -1,7 +1,7 @@
 //! cpio "newc" (070701) and "crc" (070702) archives, through the `cpio` crate: reading one or
 //! more archives laid end to end (zero padding between them), and writing one back.
 
-use std::io::{self, Cursor, Read};
+use std::io::{self, Read};
 
 /// One archive member, with everything newc stores.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,66 +49,170 @@ fn starts_archive(data: &[u8]) -> bool {
     data.starts_with(b"070701") || data.starts_with(b"070702")
 }
 
+/// The longest member name a header may claim (the kernel's `PATH_MAX`, with its NUL).
+const MAX_NAME: usize = 4096;
+const HEADER: usize = 110;
+/// The most members an initramfs may hold in all its archives (README, "Limits"); a real one
+/// has a few thousand.
+pub const MAX_ENTRIES: usize = 1 << 18;
+const CHUNK: usize = 64 << 10;
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+/// An archive would unpack to more than its limit; the limit and what crossed it.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} would take it past {limit} bytes")]
+pub struct LimitExceeded {
+    pub limit: u64,
+    pub what: String,
+}
+
+/// A reader that can look ahead, counting what it consumed.
+struct Peek<R> {
+    inner: R,
+    buf: Vec<u8>,
+    at: usize,
+    consumed: u64,
+}
+
+impl<R: Read> Peek<R> {
+    /// Up to `n` bytes ahead (fewer only at the end of the input).
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.buf.len() - self.at < n {
+            self.buf.drain(..self.at);
+            self.at = 0;
+            let mut chunk = vec![0u8; CHUNK.max(n)];
+            while self.buf.len() < n {
+                let k = self.inner.read(&mut chunk)?;
+                if k == 0 {
+                    break;
+                }
+                self.buf.extend_from_slice(&chunk[..k]);
+            }
+        }
+        let end = (self.at + n).min(self.buf.len());
+        Ok(&self.buf[self.at..end])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at += n;
+        self.consumed += n as u64;
+    }
+
+    fn skip_zeros(&mut self) -> io::Result<()> {
+        loop {
+            let b = self.peek(CHUNK)?;
+            // A whole chunk of zeros (compared at memcmp speed) is the common case of a bomb.
+            let zeros = if b == &ZEROS[..b.len()] { b.len() } else { b.iter().take_while(|&&c| c == 0).count() };
+            let len = b.len();
+            self.consume(zeros);
+            if len == 0 || zeros < len {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Exactly `n` bytes, allocated only as they arrive.
+    fn take_vec(&mut self, n: usize, what: &str) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let b = self.peek((n - out.len()).min(CHUNK))?;
+            if b.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("cpio: {what} is truncated")));
+            }
+            let k = b.len();
+            out.extend_from_slice(b);
+            self.consume(k);
+        }
+        Ok(out)
+    }
+}
+
+fn hex(field: &[u8]) -> io::Result<u32> {
+    std::str::from_utf8(field)
+        .ok()
+        .and_then(|t| u32::from_str_radix(t, 16).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "cpio: a header field is not hexadecimal"))
+}
+
 /// Reads consecutive archives from the start of `data`. Returns the entries (trailers left
 /// out) and how many bytes the archives and the zero padding after them took.
 pub fn read_archives(data: &[u8]) -> io::Result<(Vec<CpioEntry>, usize)> {
+    let (entries, used) = read_stream(data, data.len() as u64)?;
+    Ok((entries, used as usize))
+}
+
+/// Reads consecutive archives from `input`, unpacking at most `limit` bytes: a member whose
+/// header claims more than is left is refused before anything is allocated for it, and so is
+/// a name longer than `PATH_MAX`. Returns the entries and the bytes taken from `input`.
+pub fn read_stream<R: Read>(input: R, limit: u64) -> io::Result<(Vec<CpioEntry>, u64)> {
+    let mut r = Peek { inner: input, buf: Vec::new(), at: 0, consumed: 0 };
     let mut entries = Vec::new();
-    let mut pos = 0usize;
-    let mut max_entries = data.len() / 110 + 1;
+    let mut end = 0u64;
     loop {
-        let skip = data[pos..].iter().take_while(|&&b| b == 0).count();
-        if !starts_archive(&data[pos + skip..]) {
+        r.skip_zeros()?;
+        if !starts_archive(r.peek(6)?) {
             // Zero padding belongs to the archive before it.
-            if pos > 0 {
-                pos += skip;
+            if end > 0 {
+                end = r.consumed;
             }
             break;
         }
-        pos += skip;
-        let mut cursor = Cursor::new(&data[pos..]);
         loop {
-            if max_entries == 0 {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "cpio: too many entries"));
-            }
-            max_entries -= 1;
-            let mut reader = cpio::newc::Reader::new(&mut cursor)?;
-            let e = reader.entry();
-            if e.is_trailer() {
-                reader.finish()?;
-                break;
-            }
-            let mut entry = CpioEntry {
-                name: e.name().to_string(),
-                ino: e.ino(),
-                mode: e.mode(),
-                uid: e.uid(),
-                gid: e.gid(),
-                nlink: e.nlink(),
-                mtime: e.mtime(),
-                dev_major: e.dev_major(),
-                dev_minor: e.dev_minor(),
-                rdev_major: e.rdev_major(),
-                rdev_minor: e.rdev_minor(),
-                data: Vec::new(),
-            };
-            let size = e.file_size() as usize;
-            if size > data.len() {
+            if entries.len() >= MAX_ENTRIES {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("cpio: {} claims {size} bytes", entry.name),
+                    format!("cpio: more than {MAX_ENTRIES} members"),
                 ));
             }
-            entry.data.reserve(size);
-            reader.read_to_end(&mut entry.data)?;
-            if entry.data.len() != size {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("cpio: {} is truncated", entry.name)));
+            let h = r.peek(HEADER)?;
+            if h.len() < HEADER || !starts_archive(h) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "cpio: a truncated or bad header"));
             }
-            reader.finish()?;
-            entries.push(entry);
+            let f = |i: usize| hex(&h[6 + 8 * i..14 + 8 * i]);
+            let (ino, mode, uid, gid, nlink, mtime) = (f(0)?, f(1)?, f(2)?, f(3)?, f(4)?, f(5)?);
+            let (size, dev_major, dev_minor, rdev_major, rdev_minor) = (f(6)?, f(7)?, f(8)?, f(9)?, f(10)?);
+            let name_len = f(11)? as usize;
+            if name_len == 0 || name_len > MAX_NAME {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("cpio: a header claims a name of {name_len} bytes"),
+                ));
+            }
+            r.consume(HEADER);
+            let mut name = r.take_vec(name_len, "a name")?;
+            if name.pop() != Some(0) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "cpio: a name without its NUL"));
+            }
+            let name = String::from_utf8(name)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "cpio: a name that is not UTF-8"))?;
+            r.take_vec((HEADER + name_len).next_multiple_of(4) - HEADER - name_len, "the padding")?;
+            let left = limit.saturating_sub(r.consumed);
+            if u64::from(size) > left {
+                return Err(io::Error::other(LimitExceeded { limit, what: format!("member {name} of {size} bytes") }));
+            }
+            let data = r.take_vec(size as usize, &name)?;
+            r.take_vec((size as usize).next_multiple_of(4) - size as usize, "the padding")?;
+            if name == "TRAILER!!!" {
+                break;
+            }
+            entries.push(CpioEntry {
+                name,
+                ino,
+                mode,
+                uid,
+                gid,
+                nlink,
+                mtime,
+                dev_major,
+                dev_minor,
+                rdev_major,
+                rdev_minor,
+                data,
+            });
         }
-        pos += cursor.position() as usize;
+        end = r.consumed;
     }
-    Ok((entries, pos))
+    Ok((entries, end))
 }
 
 /// Writes one newc archive with a trailer, padded to a 512-byte block as cpio(1) does.

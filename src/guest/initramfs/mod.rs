@@ -25,6 +25,64 @@ pub enum InitramfsError {
     Empty,
     #[error("re-encoding as {compression}: {err}")]
     Encode { compression: &'static str, err: std::io::Error },
+    #[error(
+        "refused as a decompression bomb: the archive at offset {offset} unpacks beyond the limit for a {size}-byte initramfs ({MAX_RATIO} times its size, at least {MIN_UNPACKED} and at most {MAX_UNPACKED} bytes): {err}"
+    )]
+    TooLarge { offset: usize, size: usize, err: cpio::LimitExceeded },
+    #[error("{0} bytes, more than the {MAX_UNPACKED} bytes an initramfs may unpack to")]
+    FileTooLarge(u64),
+}
+
+/// The most an initramfs may unpack to, in all (README, "Limits").
+pub const MAX_UNPACKED: u64 = 1 << 30;
+/// The most it may unpack to, as a multiple of its size ...
+pub const MAX_RATIO: u64 = 100;
+/// ... but never less than this, so small files are not refused.
+pub const MIN_UNPACKED: u64 = 64 << 20;
+
+/// What an initramfs of `size` bytes may unpack to.
+pub fn unpack_limit(size: usize) -> u64 {
+    (size as u64).saturating_mul(MAX_RATIO).clamp(MIN_UNPACKED, MAX_UNPACKED)
+}
+
+/// Counts what a decoder yields and fails once it passes `left`.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    /// Whether the decoder itself failed (corrupt compressed data).
+    failed: bool,
+}
+
+impl<R: std::io::Read> Limited<R> {
+    fn inner_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner_read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(cpio::LimitExceeded {
+                    limit: self.limit,
+                    what: "the decompressed stream".into(),
+                })),
+            };
+        }
+        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.inner_read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+/// The limit error inside `err`, if that is what it is.
+fn limit_hit(err: &std::io::Error) -> Option<cpio::LimitExceeded> {
+    let inner = err.get_ref()?.downcast_ref::<cpio::LimitExceeded>()?;
+    Some(cpio::LimitExceeded { limit: inner.limit, what: inner.what.clone() })
 }
 
 /// One archive run (compressed or not) with the bytes it came from.
@@ -46,9 +104,14 @@ pub struct Initramfs {
 }
 
 impl Initramfs {
+    /// Parses an initramfs, unpacking at most [`unpack_limit`] of its size: decompression is
+    /// streamed, and a member is allocated only once its header has been checked against
+    /// what is left of that limit.
     pub fn parse(data: &[u8]) -> Result<Self, InitramfsError> {
         let mut segments = Vec::new();
         let mut pos = 0usize;
+        let limit = unpack_limit(data.len());
+        let mut left = limit;
         while pos < data.len() {
             let zeros = data[pos..].iter().take_while(|&&b| b == 0).count();
             if zeros > 0 {
@@ -61,12 +124,33 @@ impl Initramfs {
             let offset = pos;
             let compression = Compression::detect(&data[pos..]).ok_or(InitramfsError::Unrecognised { offset })?;
             let (entries, used) = if compression == Compression::None {
-                cpio::read_archives(&data[pos..]).map_err(|err| InitramfsError::Cpio { offset, err })?
+                let (entries, used) =
+                    cpio::read_archives(&data[pos..]).map_err(|err| InitramfsError::Cpio { offset, err })?;
+                left = left.saturating_sub(used as u64);
+                (entries, used)
             } else {
-                let (plain, used) = compression
-                    .decompress_stream(&data[pos..])
-                    .map_err(|err| InitramfsError::Decompress { compression: compression.name(), offset, err })?;
-                let (entries, _) = cpio::read_archives(&plain).map_err(|err| InitramfsError::Cpio { offset, err })?;
+                let bomb = |err| InitramfsError::TooLarge { offset, size: data.len(), err };
+                let decompress = |err: std::io::Error| match limit_hit(&err) {
+                    Some(hit) => bomb(hit),
+                    None => InitramfsError::Decompress { compression: compression.name(), offset, err },
+                };
+                let decoder = compression.decoder(&data[pos..]).map_err(decompress)?;
+                let mut plain = Limited { inner: decoder, left, limit, failed: false };
+                let (entries, _) = match cpio::read_stream(&mut plain, left) {
+                    Ok(read) => read,
+                    Err(err) => {
+                        return Err(match limit_hit(&err) {
+                            Some(hit) => bomb(cpio::LimitExceeded { limit, what: hit.what }),
+                            // A decoder's own failure is reported as such; else the cpio is bad.
+                            None if plain.failed => decompress(err),
+                            None => InitramfsError::Cpio { offset, err },
+                        });
+                    }
+                };
+                // What follows the archives in the stream (padding) still counts.
+                std::io::copy(&mut plain, &mut std::io::sink()).map_err(decompress)?;
+                left = plain.left;
+                let used = data.len() - pos - plain.inner.rest().len();
                 (entries, used)
             };
             if used == 0 {
@@ -272,6 +356,33 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_while_streaming() {
+        // 256 MiB of zeros after a small archive, gzip: about 250 KiB, so the limit is 64 MiB.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &archive(&[("init", b"x")])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            std::io::Write::write_all(&mut enc, &zeros).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        let err = Initramfs::parse(&bomb).unwrap_err();
+        assert!(matches!(err, InitramfsError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains(&MIN_UNPACKED.to_string()), "{err}");
+        // A member whose header claims 4 GiB is refused before it is allocated.
+        let mut claim = archive(&[("big", b"")]);
+        claim[54..62].copy_from_slice(b"ffffffff");
+        let packed = Compression::Gzip.compress(&claim).unwrap();
+        let err = Initramfs::parse(&packed).unwrap_err();
+        assert!(err.to_string().contains("member big of 4294967295 bytes"), "{err}");
+        // A 60 MiB archive of 1 MiB is well within the limit's floor.
+        let big = Compression::Gzip.compress(&archive(&[("init", &vec![0u8; 60 << 20])])).unwrap();
+        assert!(big.len() < 1 << 20);
+        assert_eq!(Initramfs::parse(&big).unwrap().find("init").unwrap().data.len(), 60 << 20);
+        assert_eq!(unpack_limit(28 << 20), MAX_UNPACKED);
+        assert_eq!(unpack_limit(2 << 20), 200 << 20);
     }
 
     #[test]

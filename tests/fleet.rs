@@ -415,10 +415,17 @@ fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("holds shard 0/3"), "{}", stderr(&out));
     // N without K, and N unlike --shard's: refused before anything is done.
-    let out = m.pv2hvm().args(["fleet", "run", "--yes"]).env("PV2HVM_SHARDS", "3").output().unwrap();
+    let out =
+        m.pv2hvm().current_dir(dir.path()).args(["fleet", "run", "--yes"]).env("PV2HVM_SHARDS", "3").output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("PV2HVM_SHARDS=3 is set but no shard index is"), "{}", stderr(&out));
-    let out = m.pv2hvm().args(["fleet", "run", "--yes", "--shard", "1/4"]).env("PV2HVM_SHARDS", "3").output().unwrap();
+    let out = m
+        .pv2hvm()
+        .current_dir(dir.path())
+        .args(["fleet", "run", "--yes", "--shard", "1/4"])
+        .env("PV2HVM_SHARDS", "3")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
 

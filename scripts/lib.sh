@@ -81,6 +81,22 @@ moto_python() {
   echo "$venv/bin/python"
 }
 
+# Prints the python of the deploy-check venv (tests/deploy-requirements.txt: kubernetes-validate,
+# botocore), made once and cached in $PV2HVM_CACHE under a hash of that file, as moto_python's.
+deploy_python() {
+  local req=$PV2HVM_ROOT/tests/deploy-requirements.txt
+  local key
+  key=$( { cat "$req"; python3 --version; } | sha256sum | cut -c1-12)
+  local venv=$PV2HVM_CACHE/venv-deploy-$key
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "making the deploy-check venv (one time, cached in $venv)" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2 || { rm -rf "$venv"; exit 1; }
+  fi
+  echo "$venv/bin/python"
+}
+
 # Prints the path of a cached benchmark image: the cloud fixture grown to 20 GiB with DATA_GIB
 # (default 8) GiB of random data (tests/fixtures/grow-with-data.sh), rebuilt when the fixture or
 # the script changes. With 0, the same filesystem without the data.

@@ -1,7 +1,8 @@
 //! `pv2hvm fleet …` against a local AWS API server (moto, patched by tests/aws/moto_patches.py):
 //! discovery over regions, a planned run with failures and its reports, kill -9 at several
-//! points and resume (with and without the journal), shards run at once, the journal format,
-//! and the deploy files.
+//! points and resume (with and without the journal), shards run at once and share one run id,
+//! two runs of one journal at once, the exit codes, and the journal format. The deploy files
+//! are tests/deploy.rs's.
 
 mod common;
 
@@ -66,6 +67,7 @@ fn status(m: &Moto, journal: &Path) -> serde_json::Value {
 fn fleet_run(m: &Moto, dir: &Path, journal: &Path, args: &[&str]) -> Command {
     let mut c = m.pv2hvm();
     c.args(["-q", "fleet", "run", "--yes", "--work-dir"]).arg(dir).arg("--journal").arg(journal).args(args);
+    c.env_remove("PV2HVM_SHARDS").env_remove("PV2HVM_RUN_ID").env_remove("AWS_BATCH_JOB_ID");
     c.stdin(Stdio::null());
     c
 }
@@ -259,7 +261,8 @@ fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     let out = fleet_run(&m, dir.path(), &journal, &["--plan", plan.to_str().unwrap(), "--concurrency", "4"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "two failed: {}{}", stdout(&out), stderr(&out));
+    // Both failures are refusals: exit 9, not worth a retry.
+    assert_eq!(out.status.code(), Some(9), "two refused: {}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("10 done, 2 failed this run"), "{}", stdout(&out));
     let made = amis(&m);
     assert_eq!(made.len(), 10);
@@ -315,7 +318,7 @@ fn killed_runs_resume_from_their_last_stage_with_or_without_the_journal() {
         });
         eprintln!("{target}: killed {point} after {ran:?}");
         if drop_journal {
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", journal.display()));
             }
         }
@@ -360,10 +363,12 @@ fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
         let mut c = m.pv2hvm();
         c.current_dir(&d).args(["-q", "fleet", "run", "--yes", "--concurrency", "2", "--work-dir"]).arg(&d);
         c.env_remove("AWS_BATCH_JOB_ARRAY_INDEX").env_remove("JOB_COMPLETION_INDEX");
+        c.env_remove("PV2HVM_SHARDS").env_remove("PV2HVM_RUN_ID").env_remove("AWS_BATCH_JOB_ID");
+        // One run id for all three: given, from the Batch array job's id, from the Job's uid.
         match k {
-            0 => c.args(["--shard", "0/3"]),
-            1 => c.env("AWS_BATCH_JOB_ARRAY_INDEX", "1").env("PV2HVM_SHARDS", "3"),
-            _ => c.env("JOB_COMPLETION_INDEX", "2").env("PV2HVM_SHARDS", "3"),
+            0 => c.args(["--shard", "0/3", "--run-id", "fleet3"]),
+            1 => c.env("AWS_BATCH_JOB_ARRAY_INDEX", "1").env("PV2HVM_SHARDS", "3").env("AWS_BATCH_JOB_ID", "fleet3:1"),
+            _ => c.env("JOB_COMPLETION_INDEX", "2").env("PV2HVM_SHARDS", "3").env("PV2HVM_RUN_ID", "fleet3"),
         };
         children.push(c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
     }
@@ -372,6 +377,14 @@ fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
         assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     }
     let journals: Vec<PathBuf> = (0..3).map(|k| shard_dir(k).join(format!("pv2hvm-fleet-{k}-of-3.db"))).collect();
+    let state = m.tool_json(&["state"]);
+    for img in state["images"].as_array().unwrap().iter().filter(|i| tag(i, "pv2hvm:source").is_some()) {
+        assert_eq!(tag(img, "pv2hvm:run-id"), Some("fleet3"), "{img}");
+    }
+    for j in &journals {
+        let out = run_ok(m.pv2hvm().args(["fleet", "status", "--journal"]).arg(j));
+        assert!(stdout(&out).starts_with("run fleet3, shard "), "{}", stdout(&out));
+    }
     let mut seen = BTreeSet::new();
     for j in &journals {
         let s = status(&m, j);
@@ -401,6 +414,58 @@ fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
         m.pv2hvm().args(["fleet", "run", "--yes", "--shard", "1/3", "--journal"]).arg(&journals[0]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("holds shard 0/3"), "{}", stderr(&out));
+    // N without K, and N unlike --shard's: refused before anything is done.
+    let out =
+        m.pv2hvm().current_dir(dir.path()).args(["fleet", "run", "--yes"]).env("PV2HVM_SHARDS", "3").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("PV2HVM_SHARDS=3 is set but no shard index is"), "{}", stderr(&out));
+    let out = m
+        .pv2hvm()
+        .current_dir(dir.path())
+        .args(["fleet", "run", "--yes", "--shard", "1/4"])
+        .env("PV2HVM_SHARDS", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+#[test]
+fn a_second_run_of_one_journal_stops_at_once_and_failures_worth_a_retry_exit_10() {
+    let m = Moto::start_with(&[("PV2HVM_MOTO_REGISTER_DELAY", "1.5")]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = seed(&m, &fixture_cloud(), 3, &[]);
+    let extra = ids.pop().unwrap();
+    let ids_file = dir.path().join("ids");
+    std::fs::write(&ids_file, ids.join("\n") + "\n").unwrap();
+    let journal = dir.path().join("fleet.db");
+    let args = ["--ids-file", ids_file.to_str().unwrap(), "--concurrency", "2"];
+    let first =
+        fleet_run(&m, dir.path(), &journal, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Once the first is migrating (it has the lock by then), a second run of the journal.
+    let t = Instant::now();
+    while m.calls("put") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "the first run did not start uploading");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    let second = fleet_run(&m, dir.path(), &journal, &args).output().unwrap();
+    assert_eq!(second.status.code(), Some(11), "{}{}", stdout(&second), stderr(&second));
+    assert!(stderr(&second).contains("another fleet run is using this journal"), "{}", stderr(&second));
+    assert!(t.elapsed() < Duration::from_secs(15), "the second run waited {:?}", t.elapsed());
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}{}", stdout(&first), stderr(&first));
+    let made = amis(&m);
+    for id in &ids {
+        assert_eq!(made.iter().filter(|((s, _), _)| s == id).map(|(_, v)| v.len()).sum::<usize>(), 1, "{id}");
+    }
+    assert_no_orphans(&m);
+
+    // An AWS failure (every block upload fails, after its retries): exit 10, worth a retry.
+    std::fs::write(&ids_file, format!("{extra}\n")).unwrap();
+    m.inject("put=100000:500");
+    let out = fleet_run(&m, dir.path(), &dir.path().join("retry.db"), &args).output().unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("0 done, 1 failed this run"), "{}", stdout(&out));
 }
 
 #[test]
@@ -423,48 +488,4 @@ fn a_format_1_journal_still_reads() {
     let out = pv2hvm().args(["fleet", "status", "--journal"]).arg(dir.path().join("none.db")).output().unwrap();
     assert!(stderr(&out).contains("no such journal"), "{}", stderr(&out));
     assert!(!dir.path().join("none.db").exists());
-}
-
-#[test]
-fn deploy_files_parse_and_carry_the_shard_environment() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let python = std::env::var("PV2HVM_PYTHON").expect("PV2HVM_PYTHON");
-    let parse = |file: &str| -> serde_json::Value {
-        let out = run_ok(
-            Command::new(&python)
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/tool.py"))
-                .arg("deploy-env")
-                .arg(root.join(file)),
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    // Kubernetes: an Indexed Job whose completions equal PV2HVM_SHARDS, running `fleet run`.
-    let k8s = parse("kubernetes/fleet-job.yaml");
-    let job = k8s["docs"].as_array().unwrap().iter().find(|d| d["kind"] == "Job").expect("a Job");
-    assert_eq!(job["spec"]["completionMode"], "Indexed");
-    let completions = job["spec"]["completions"].as_u64().unwrap();
-    let container = &job["spec"]["template"]["spec"]["containers"][0];
-    let shards =
-        container["env"].as_array().unwrap().iter().find(|e| e["name"] == "PV2HVM_SHARDS").expect("PV2HVM_SHARDS");
-    assert_eq!(shards["value"].as_str().unwrap().parse::<u64>().unwrap(), completions);
-    let cmd: Vec<&str> = container["command"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    assert!(cmd.windows(2).any(|w| w == ["fleet", "run"]), "{cmd:?}");
-    assert!(!cmd.contains(&"--shard"), "the shard comes from JOB_COMPLETION_INDEX");
-    // AWS Batch: the job definition sets PV2HVM_SHARDS; the submission's array size matches.
-    let def = parse("aws-batch/job-definition.json");
-    let props = &def["docs"][0]["containerProperties"];
-    let shards =
-        props["environment"].as_array().unwrap().iter().find(|e| e["name"] == "PV2HVM_SHARDS").expect("PV2HVM_SHARDS");
-    let sub = parse("aws-batch/submit-job.json");
-    assert_eq!(
-        sub["docs"][0]["arrayProperties"]["size"].as_u64().unwrap(),
-        shards["value"].as_str().unwrap().parse::<u64>().unwrap()
-    );
-    let cmd: Vec<&str> = props["command"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    assert!(cmd.windows(2).any(|w| w == ["fleet", "run"]), "{cmd:?}");
-    // The container has what `doctor` checks for.
-    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
-    for p in ["grub-pc-bin", "grub-common", "e2fsprogs", "libext2fs2", "ca-certificates"] {
-        assert!(dockerfile.contains(p), "the Dockerfile does not install {p}");
-    }
 }

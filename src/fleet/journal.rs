@@ -1,5 +1,7 @@
 //! The fleet journal: an embedded SQLite database (schema in `schema.sql`), written in
-//! transactions in WAL mode, so a run killed at any moment leaves it consistent. It caches
+//! transactions with a rollback journal (not WAL, which needs shared memory and so does not
+//! work over NFS or EFS), so a run killed at any moment leaves it consistent. One `fleet run`
+//! at a time holds it ([`lock_for_run`]). It caches
 //! what each source went through (stages, resources, outcome) and feeds `status` and
 //! `report`; what is really done is read back from AWS tags on every run.
 
@@ -68,6 +70,59 @@ pub struct NewItem<'a> {
     pub plan: Option<&'a str>,
 }
 
+/// The exclusive hold of one `fleet run` on a journal: an advisory lock (flock) on
+/// `JOURNAL.lock`, beside it. Over NFS (EFS) Linux takes it as a whole-file POSIX lock on the
+/// server, so runs on different nodes exclude each other too. Released when dropped or when
+/// the process ends, however it ends; the file itself stays.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{journal}: another fleet run is using this journal (it holds {lock}); two runs of one shard at once would repeat work: let that one finish"
+    )]
+    Held { journal: PathBuf, lock: PathBuf },
+    #[error("{lock}: locking the journal: {err}")]
+    Io {
+        lock: PathBuf,
+        #[source]
+        err: std::io::Error,
+    },
+}
+
+/// The lock file of the journal at `journal`.
+pub fn lock_path(journal: &Path) -> PathBuf {
+    let mut s = journal.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Takes the journal for this run, or fails at once if another run has it.
+pub fn lock_for_run(journal: &Path) -> Result<RunLock, LockError> {
+    use std::os::fd::AsRawFd;
+    let lock = lock_path(journal);
+    let io = |err| LockError::Io { lock: lock.clone(), err };
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(io)?;
+    loop {
+        // SAFETY: flock on a descriptor this function owns (the file lives in the result); it
+        // touches no memory.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(RunLock { _file: file });
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Err(LockError::Held { journal: journal.to_path_buf(), lock }),
+            _ => return Err(io(err)),
+        }
+    }
+}
+
 pub struct Journal {
     path: PathBuf,
     db: Mutex<Connection>,
@@ -103,9 +158,11 @@ impl Journal {
                 return Err(JournalError::Foreign { path: path.to_path_buf() });
             }
         }
-        // WAL: a process killed mid-write leaves the last committed transaction intact.
-        db.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        db.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        // A rollback journal: a process killed mid-write leaves the last committed transaction
+        // intact, and it works on network filesystems, where WAL's shared memory does not.
+        // Journals written in WAL mode by earlier versions are switched back here.
+        db.pragma_update(None, "journal_mode", "DELETE").map_err(sql)?;
+        db.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         if version == 0 {
             db.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {FORMAT}; COMMIT;")).map_err(sql)?;
         }
@@ -417,5 +474,39 @@ mod tests {
         assert_eq!(seen[0].copies, vec![("r2".to_string(), "ami-2".to_string())]);
         assert_eq!(seen[0].image.as_deref(), Some("ami-1"));
         assert_eq!(seen[2].attempts, 2);
+    }
+
+    #[test]
+    fn one_run_holds_a_journal_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let held = lock_for_run(&path).unwrap();
+        // flock is per open file: a second open, even in this process, is refused at once.
+        match lock_for_run(&path) {
+            Err(LockError::Held { lock, .. }) => assert_eq!(lock, dir.path().join("j.db.lock")),
+            other => panic!("a second hold: {other:?}"),
+        }
+        drop(held);
+        let _again = lock_for_run(&path).expect("free once the first run let go");
+    }
+
+    /// A rollback journal, not WAL (which needs shared memory, absent on NFS); a WAL journal
+    /// of an earlier version is switched on open and keeps its rows.
+    #[test]
+    fn journals_use_a_rollback_journal_and_wal_ones_are_switched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let mode = |j: &Journal| -> String { j.lock().pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap() };
+        assert_eq!(mode(&Journal::open(&path).unwrap()), "delete");
+        let old = dir.path().join("old.db");
+        {
+            let db = Connection::open(&old).unwrap();
+            db.pragma_update(None, "journal_mode", "WAL").unwrap();
+            db.execute_batch(include_str!("../../tests/fleet/journal-format-1.sql")).unwrap();
+        }
+        let j = Journal::open(&old).unwrap();
+        assert_eq!(mode(&j), "delete");
+        assert_eq!(j.counts().unwrap().iter().map(|(_, n)| n).sum::<u64>(), 3);
+        assert!(!dir.path().join("old.db-wal").exists());
     }
 }

@@ -15,6 +15,19 @@ pub mod report;
 pub mod run;
 pub mod shard;
 
+/// The exit codes of `fleet run` beyond pv2hvm's own (README, "Exit codes"), for an array job
+/// engine to tell what to do with a child: AWS Batch `retryStrategy.evaluateOnExit` and a
+/// Kubernetes `podFailurePolicy` map them (deploy/, tests/deploy_check.py checks).
+pub mod exit {
+    /// Some sources were refused (not convertible: retrying changes nothing) and none failed
+    /// otherwise.
+    pub const REFUSED: u8 = 9;
+    /// Some sources failed for a reason a retry can fix (AWS, I/O, a host tool): run again.
+    pub const RETRY: u8 = 10;
+    /// Another `fleet run` holds the journal (two runs of one shard at once).
+    pub const BUSY: u8 = 11;
+}
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -47,5 +60,31 @@ impl Regions {
         let aws = Arc::new(Aws::connect(&c)?);
         map.insert(region.to_string(), Arc::clone(&aws));
         Ok(aws)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit;
+    use crate::ErrorKind;
+
+    #[test]
+    fn fleet_exit_codes_are_their_own_and_documented() {
+        let kinds = [
+            ErrorKind::Internal,
+            ErrorKind::Refused,
+            ErrorKind::Source,
+            ErrorKind::Destination,
+            ErrorKind::HostTool,
+            ErrorKind::Verify,
+            ErrorKind::Cloud,
+        ];
+        let mut codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).chain([0, 2]).collect();
+        let readme = include_str!("../../README.md");
+        for c in [exit::REFUSED, exit::RETRY, exit::BUSY] {
+            assert!(!codes.contains(&c), "exit code {c} is taken");
+            assert!(readme.contains(&format!("| {c} | `fleet run`")), "README's table lacks exit code {c}");
+            codes.push(c);
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::Regions;
 use super::journal::{Claim, Journal, JournalError};
+use super::{Regions, exit};
 use crate::aws::ebs::Transfer;
 use crate::aws::migrate::{self, MigrateOptions, MigrateReport, Observer, Stage};
 use crate::aws::tags::Role;
@@ -51,9 +51,27 @@ pub trait Watcher: Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RunSummary {
     pub done: u64,
+    /// Sources that failed this run, refused ones included.
     pub failed: u64,
+    /// Of them, the refused ones (not convertible); the rest are worth a retry.
+    pub refused: u64,
     /// Sources not started because of `fail_fast`.
     pub stopped_early: bool,
+}
+
+impl RunSummary {
+    /// The exit code of `fleet run` for this outcome (README, "Exit codes"): 0 when every
+    /// source is done; [`exit::RETRY`] when any failed for a reason a retry can fix, or
+    /// `--fail-fast` left sources pending; else [`exit::REFUSED`] when some were refused.
+    pub fn exit_code(&self) -> u8 {
+        if self.failed > self.refused || self.stopped_early {
+            exit::RETRY
+        } else if self.refused > 0 {
+            exit::REFUSED
+        } else {
+            0
+        }
+    }
 }
 
 /// One source's migration, heard by the journal and the watcher.
@@ -139,15 +157,18 @@ pub fn run(regions: &Regions, journal: &Journal, o: &RunOptions, watcher: &dyn W
                     };
                     drop(st);
                     let Claim { source, region, plan, attempt } = claimed;
-                    let ok = migrate_one(regions, journal, o, watcher, &source, &region, plan.as_deref(), attempt);
+                    let end = migrate_one(regions, journal, o, watcher, &source, &region, plan.as_deref(), attempt);
                     let mut st = lock();
                     if let Some(n) = st.active.get_mut(&region) {
                         *n -= 1;
                     }
-                    if ok {
+                    if end == End::Done {
                         st.summary.done += 1;
                     } else {
                         st.summary.failed += 1;
+                        if end == End::Refused {
+                            st.summary.refused += 1;
+                        }
                         if o.fail_fast {
                             st.stop = true;
                             st.summary.stopped_early = journal.any_left(g).unwrap_or(false);
@@ -165,7 +186,17 @@ pub fn run(regions: &Regions, journal: &Journal, o: &RunOptions, watcher: &dyn W
     }
 }
 
-/// One source, start to end; true when it succeeded. Its failure is recorded, not returned.
+/// How one source ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Done,
+    /// Not convertible (instance store, a Xen-only kernel, drift…): a retry changes nothing.
+    Refused,
+    /// Anything else (AWS, I/O, a host tool): worth a retry.
+    Failed,
+}
+
+/// One source, start to end. Its failure is recorded, not returned.
 #[allow(clippy::too_many_arguments)]
 fn migrate_one(
     regions: &Regions,
@@ -176,15 +207,15 @@ fn migrate_one(
     region: &str,
     saved: Option<&str>,
     attempt: u32,
-) -> bool {
+) -> End {
     watcher.started(source, region);
     let heard = Heard { source, attempt, journal, watcher };
-    let result = (|| -> Result<MigrateReport, String> {
+    let result = (|| -> Result<MigrateReport, (String, End)> {
         let expected_plan: Option<Plan> = match saved {
-            Some(text) => Some(serde_json::from_str(text).map_err(|e| format!("the saved plan: {e}"))?),
+            Some(text) => Some(serde_json::from_str(text).map_err(|e| (format!("the saved plan: {e}"), End::Failed))?),
             None => None,
         };
-        let aws = regions.get(region).map_err(|e| e.to_string())?;
+        let aws = regions.get(region).map_err(|e| (e.to_string(), End::Failed))?;
         let mo = MigrateOptions {
             source: source.to_string(),
             spec: o.spec.clone(),
@@ -204,7 +235,8 @@ fn migrate_one(
         };
         migrate::migrate(&aws, &mo, &heard, &|_| true).map_err(|e| {
             let e: crate::Error = e.into();
-            format!("{:#}", anyhow::Error::from(e))
+            let end = if e.kind() == crate::ErrorKind::Refused { End::Refused } else { End::Failed };
+            (format!("{:#}", anyhow::Error::from(e)), end)
         })
     })();
     match result {
@@ -219,12 +251,27 @@ fn migrate_one(
                 r.blocks_uploaded,
             ));
             watcher.finished(source, Ok(&r));
-            true
+            End::Done
         }
-        Err(e) => {
+        Err((e, end)) => {
             heard.log(journal.failed(source, &e));
             watcher.finished(source, Err(&e));
-            false
+            end
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_say_whether_a_retry_helps() {
+        let s = |done, failed, refused, stopped_early| RunSummary { done, failed, refused, stopped_early }.exit_code();
+        assert_eq!(s(3, 0, 0, false), 0);
+        assert_eq!(s(3, 2, 2, false), exit::REFUSED);
+        assert_eq!(s(3, 2, 1, false), exit::RETRY);
+        assert_eq!(s(0, 1, 0, false), exit::RETRY);
+        assert_eq!(s(0, 1, 1, true), exit::RETRY, "--fail-fast left work pending");
     }
 }

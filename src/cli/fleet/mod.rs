@@ -13,11 +13,11 @@ use anyhow::{Context, Result};
 use pv2hvm::Error;
 use pv2hvm::aws::discover::{self, Item, Query};
 use pv2hvm::aws::{AwsError, Connection};
-use pv2hvm::fleet::journal::{Journal, NewItem};
+use pv2hvm::fleet::journal::{self, Journal, NewItem};
 use pv2hvm::fleet::plan::{self as fleet_plan, PlanOptions, PlanWriter, Target};
 use pv2hvm::fleet::run::{self, RunOptions};
-use pv2hvm::fleet::shard::Shard;
-use pv2hvm::fleet::{Regions, report};
+use pv2hvm::fleet::shard::{self, Shard};
+use pv2hvm::fleet::{Regions, exit, report};
 
 use super::cloud::{ask, new_run_id};
 use args::*;
@@ -251,9 +251,13 @@ fn run_cmd(a: RunArgs, quiet: bool) -> Result<ExitCode> {
         )
         .into());
     }
+    let env = |k: &str| std::env::var(k).ok();
     let shard = match a.shard {
-        Some(s) => Some(s),
-        None => Shard::from_env(|k| std::env::var(k).ok()).map_err(Error::Refused)?,
+        Some(s) => {
+            s.check_count(env).map_err(Error::Refused)?;
+            Some(s)
+        }
+        None => Shard::from_env(env).map_err(Error::Refused)?,
     };
     let journal_path = a.journal.clone().unwrap_or_else(|| match shard {
         Some(s) => PathBuf::from(format!("pv2hvm-fleet-{}-of-{}.db", s.k, s.n)),
@@ -262,6 +266,18 @@ fn run_cmd(a: RunArgs, quiet: bool) -> Result<ExitCode> {
     // AWS first: an unreachable endpoint or no credentials leaves no journal behind.
     let regions = regions_of(&a.aws);
     let home = regions.home().map_err(cloud)?.region.clone();
+    // One run per journal at a time: a second run of the same shard (a replacement pod, a
+    // retried child whose first node is not quite gone) stops here, before it writes anything.
+    let _held = match journal::lock_for_run(&journal_path) {
+        Ok(l) => l,
+        Err(e @ journal::LockError::Held { .. }) => {
+            eprintln!("pv2hvm: error: {e}");
+            return Ok(ExitCode::from(exit::BUSY));
+        }
+        Err(journal::LockError::Io { lock, err }) => {
+            return Err(Error::Commit { target: format!("the journal's lock {}", lock.display()), err }.into());
+        }
+    };
     let journal = Journal::open(&journal_path).map_err(|e| Error::Refused(e.to_string()))?;
     let bad = |e: pv2hvm::fleet::journal::JournalError| anyhow::Error::from(Error::Refused(e.to_string()));
     let shard_text = shard.map(|s| s.to_string()).unwrap_or_else(|| "all".into());
@@ -276,7 +292,9 @@ fn run_cmd(a: RunArgs, quiet: bool) -> Result<ExitCode> {
         Some(_) => {}
         None => journal.set_meta("shard", &shard_text).map_err(bad)?,
     }
-    let run_id = match (a.run_id.clone(), journal.meta("run_id").map_err(bad)?) {
+    // --run-id, else the array job's (all shards share it), else the journal's, else new.
+    let run_id = match (a.run_id.clone().or_else(|| shard::run_id_from_env(env)), journal.meta("run_id").map_err(bad)?)
+    {
         (Some(r), _) => r,
         (None, Some(r)) => r,
         (None, None) => new_run_id(),
@@ -349,10 +367,15 @@ fn run_cmd(a: RunArgs, quiet: bool) -> Result<ExitCode> {
         return Err(Error::Refused("not confirmed: nothing was migrated".into()).into());
     }
     let books = pv2hvm::guest::playbook::load(a.playbooks.as_deref()).map_err(Error::from)?;
+    // Each run and shard stages in a directory of its own: children of an array job that land
+    // on one node share the node's work directory.
+    let run_dir = work_dir(&a.aws).join(format!("pv2hvm-fleet-{run_id}-{}", shard_text.replace('/', "-of-")));
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|err| Error::Commit { target: format!("the work directory {}", run_dir.display()), err })?;
     let o = RunOptions {
         spec,
         playbooks: books,
-        work_dir: work_dir(&a.aws),
+        work_dir: run_dir.clone(),
         concurrency: a.concurrency,
         per_region: a.per_region.unwrap_or(a.concurrency),
         ebs_concurrency: a.aws.ebs_concurrency,
@@ -381,5 +404,7 @@ fn run_cmd(a: RunArgs, quiet: bool) -> Result<ExitCode> {
     if summary.stopped_early {
         println!("--fail-fast: sources not started stay pending; run again to go on");
     }
-    Ok(if count("failed") > 0 || summary.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    // Whatever a migration stages it removes; an empty directory is all that should be left.
+    let _ = std::fs::remove_dir(&run_dir);
+    Ok(ExitCode::from(summary.exit_code()))
 }

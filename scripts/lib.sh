@@ -63,15 +63,16 @@ fixture() {
   echo "$out"
 }
 
-# Prints the Python of a cached venv holding moto's server and boto3 for the AWS tests
-# (tests/aws/requirements.txt), making it first when the requirements changed.
-moto_python() {
-  local req=$PV2HVM_ROOT/tests/aws/requirements.txt
+# Prints the Python of a venv made from the requirements file REQ, cached in $PV2HVM_CACHE as
+# venv-NAME-<hash of REQ and the host Python>, making it first when REQ changed.
+#   cached_venv NAME REQ
+cached_venv() {
+  local name=$1 req=$2
   local key
   key=$( { cat "$req"; python3 --version; } | sha256sum | cut -c1-12)
-  local venv=$PV2HVM_CACHE/venv-moto-$key
+  local venv=$PV2HVM_CACHE/venv-$name-$key
   if [ ! -x "$venv/bin/python" ]; then
-    echo "making the moto venv (one time, cached in $venv)" >&2
+    echo "making the $name venv (one time, cached in $venv)" >&2
     # A venv's scripts name its own directory, so it is made in place; a failed install is
     # removed whole.
     rm -rf "$venv"
@@ -81,20 +82,15 @@ moto_python() {
   echo "$venv/bin/python"
 }
 
-# Prints the python of the deploy-check venv (tests/deploy-requirements.txt: kubernetes-validate,
-# botocore), made once and cached in $PV2HVM_CACHE under a hash of that file, as moto_python's.
+# The Python of the moto venv for the AWS tests (tests/aws/requirements.txt).
+moto_python() {
+  cached_venv moto "$PV2HVM_ROOT/tests/aws/requirements.txt"
+}
+
+# The Python of the deploy-check venv (tests/deploy-requirements.txt: kubernetes-validate,
+# botocore).
 deploy_python() {
-  local req=$PV2HVM_ROOT/tests/deploy-requirements.txt
-  local key
-  key=$( { cat "$req"; python3 --version; } | sha256sum | cut -c1-12)
-  local venv=$PV2HVM_CACHE/venv-deploy-$key
-  if [ ! -x "$venv/bin/python" ]; then
-    echo "making the deploy-check venv (one time, cached in $venv)" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2 || { rm -rf "$venv"; exit 1; }
-  fi
-  echo "$venv/bin/python"
+  cached_venv deploy "$PV2HVM_ROOT/tests/deploy-requirements.txt"
 }
 
 # Prints the path of a cached benchmark image: the cloud fixture grown to 20 GiB with DATA_GIB

@@ -12,12 +12,18 @@ use crate::aws::ec2::{self, SnapshotCopy, SnapshotInfo};
 use crate::aws::tags::{self, Role};
 use crate::spec::LayoutKind;
 
-/// Why `snap` cannot be used as it is, if it cannot.
-pub fn why_copy(aws: &Aws, o: &MigrateOptions, snap: &SnapshotInfo) -> Result<Option<String>, MigrateError> {
+/// Why `snap` cannot be used as it is, if it cannot; `by_default` is whether the account
+/// encrypts new snapshots by default.
+fn why_copy(
+    o: &MigrateOptions,
+    aws: &Aws,
+    snap: &SnapshotInfo,
+    by_default: bool,
+) -> Result<Option<String>, MigrateError> {
     if let Some(why) = ec2::foreign_or_public(aws, snap)? {
         return Ok(Some(format!("{why}: the EBS direct APIs cannot read it or build on it")));
     }
-    if o.spec.layout == LayoutKind::InPlace && !snap.encrypted && ec2::encryption_by_default(aws)? {
+    if o.spec.layout == LayoutKind::InPlace && !snap.encrypted && by_default {
         return Ok(Some(format!(
             "EBS encryption by default is on in {} and {} is unencrypted: a child of it would be refused",
             aws.region, snap.id
@@ -40,8 +46,9 @@ pub fn usable(
     made: &mut Made,
     obs: &dyn Observer,
 ) -> Result<SnapshotInfo, MigrateError> {
-    let Some(why) = why_copy(aws, o, &snap)? else { return Ok(snap) };
-    let encrypt = snap.encrypted || o.kms_key_id.is_some() || ec2::encryption_by_default(aws)?;
+    let by_default = ec2::encryption_by_default(aws)?;
+    let Some(why) = why_copy(o, aws, &snap, by_default)? else { return Ok(snap) };
+    let encrypt = snap.encrypted || o.kms_key_id.is_some() || by_default;
     obs.progress().note(&format!("copying {} into the account ({why})", snap.id));
     let copy = ec2::copy_snapshot(
         aws,

@@ -1,7 +1,8 @@
 //! `pv2hvm cleanup`: removes what a run made, found by its `pv2hvm:run-id` tag, so it works
-//! from any machine: replacement instances are terminated, AMIs deregistered (in every region
-//! asked), then snapshots deleted. `--all-stale` removes temporary snapshots older than a
-//! threshold, whatever run made them.
+//! from any machine: replacement instances are terminated, then in the home region and every
+//! region asked the AMIs (and copies) are deregistered and the snapshots deleted, the ones
+//! CopyImage made behind the copies included. `--all-stale` removes temporary snapshots older
+//! than a threshold, whatever run made them.
 
 use serde::Serialize;
 
@@ -19,8 +20,10 @@ pub enum Selection {
 #[derive(Debug, Default, Serialize)]
 pub struct CleanupReport {
     pub instances: Vec<String>,
+    /// (region, AMI id)
     pub images: Vec<(String, String)>,
-    pub snapshots: Vec<String>,
+    /// (region, snapshot id)
+    pub snapshots: Vec<(String, String)>,
 }
 
 impl CleanupReport {
@@ -32,6 +35,8 @@ impl CleanupReport {
 /// Finds (and unless `dry_run`, removes) what `sel` names, in the home region and `regions`.
 pub fn cleanup(aws: &Aws, sel: &Selection, regions: &[String], dry_run: bool) -> Result<CleanupReport, AwsError> {
     let mut report = CleanupReport::default();
+    let mut home = vec![aws.region.clone()];
+    home.extend(regions.iter().filter(|r| **r != aws.region).cloned());
     match sel {
         Selection::Run(run) => {
             let by_run = || vec![tag_filter(tags::RUN_ID, run)];
@@ -48,8 +53,7 @@ pub fn cleanup(aws: &Aws, sel: &Selection, regions: &[String], dry_run: bool) ->
                 aws.block_on(aws.ec2.terminate_instances().set_instance_ids(Some(report.instances.clone())).send())
                     .map_err(|e| AwsError::call("terminating the run's instances", e))?;
             }
-            let mut home = vec![aws.region.clone()];
-            home.extend(regions.iter().filter(|r| **r != aws.region).cloned());
+            // A snapshot behind an AMI cannot be deleted: each region's AMIs go first.
             for region in &home {
                 let client = aws.ec2_in(region);
                 for img in ec2::find_images(aws, &client, by_run())? {
@@ -58,25 +62,28 @@ pub fn cleanup(aws: &Aws, sel: &Selection, regions: &[String], dry_run: bool) ->
                     }
                     report.images.push((region.clone(), img.id));
                 }
-            }
-            for s in ec2::find_snapshots(aws, by_run())? {
-                if !dry_run {
-                    ec2::delete_snapshot(aws, &s.id)?;
+                for s in ec2::find_snapshots_in(aws, &client, by_run())? {
+                    if !dry_run {
+                        ec2::delete_snapshot_in(aws, &client, &s.id)?;
+                    }
+                    report.snapshots.push((region.clone(), s.id));
                 }
-                report.snapshots.push(s.id);
             }
         }
         Selection::StaleTemporary(age) => {
             let now =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-            for s in ec2::find_snapshots(aws, vec![tag_filter(tags::ROLE, Role::Temporary.as_str())])? {
-                if now - s.started < *age as i64 {
-                    continue;
+            for region in &home {
+                let client = aws.ec2_in(region);
+                for s in ec2::find_snapshots_in(aws, &client, vec![tag_filter(tags::ROLE, Role::Temporary.as_str())])? {
+                    if now - s.started < *age as i64 {
+                        continue;
+                    }
+                    if !dry_run {
+                        ec2::delete_snapshot_in(aws, &client, &s.id)?;
+                    }
+                    report.snapshots.push((region.clone(), s.id));
                 }
-                if !dry_run {
-                    ec2::delete_snapshot(aws, &s.id)?;
-                }
-                report.snapshots.push(s.id);
             }
         }
     }

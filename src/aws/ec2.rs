@@ -295,12 +295,21 @@ pub fn describe_snapshot(aws: &Aws, id: &str) -> Result<SnapshotInfo, AwsError> 
 
 /// This account's snapshots matching `filters` (all pages).
 pub fn find_snapshots(aws: &Aws, filters: Vec<Filter>) -> Result<Vec<SnapshotInfo>, AwsError> {
+    find_snapshots_in(aws, &aws.ec2, filters)
+}
+
+/// This account's snapshots matching `filters`, in `client`'s region.
+pub fn find_snapshots_in(
+    aws: &Aws,
+    client: &aws_sdk_ec2::Client,
+    filters: Vec<Filter>,
+) -> Result<Vec<SnapshotInfo>, AwsError> {
     let mut out = Vec::new();
     let mut next = None;
     loop {
         let page = aws
             .block_on(
-                aws.ec2
+                client
                     .describe_snapshots()
                     .owner_ids("self")
                     .set_filters(Some(filters.clone()))
@@ -579,35 +588,6 @@ pub fn register_image(aws: &Aws, r: &Registration) -> Result<String, AwsError> {
     out.image_id().map(str::to_string).ok_or_else(|| AwsError::Other("RegisterImage returned no id".into()))
 }
 
-/// Copies `image` into `region` (called there), tagged; returns the copy's id.
-pub fn copy_image(
-    aws: &Aws,
-    image: &str,
-    name: &str,
-    region: &str,
-    token: &str,
-    tags: &[(String, String)],
-) -> Result<String, AwsError> {
-    let client = aws.ec2_in(region);
-    let out = aws
-        .block_on(
-            client
-                .copy_image()
-                .source_image_id(image)
-                .source_region(&aws.region)
-                .name(name)
-                .client_token(token)
-                .tag_specifications(tag_spec(ResourceType::Image, tags))
-                .send(),
-        )
-        .map_err(|e| AwsError::call(format!("copying {image} to {region}"), e))?;
-    let id = out.image_id().map(str::to_string).ok_or_else(|| AwsError::Other("CopyImage returned no id".into()))?;
-    // Tags on the copy, in case the region's API does not take them with the call.
-    create_tags(aws, &client, &id, tags)?;
-    wait_image(aws, &client, &id, Duration::from_secs(3600))?;
-    Ok(id)
-}
-
 /// Adds (or overwrites) tags on a resource in `client`'s region.
 pub fn create_tags(
     aws: &Aws,
@@ -659,7 +639,11 @@ pub fn token(parts: &[&str]) -> String {
 }
 
 pub fn delete_snapshot(aws: &Aws, id: &str) -> Result<(), AwsError> {
-    aws.block_on(aws.ec2.delete_snapshot().snapshot_id(id).send())
+    delete_snapshot_in(aws, &aws.ec2, id)
+}
+
+pub fn delete_snapshot_in(aws: &Aws, client: &aws_sdk_ec2::Client, id: &str) -> Result<(), AwsError> {
+    aws.block_on(client.delete_snapshot().snapshot_id(id).send())
         .map_err(|e| AwsError::call(format!("deleting {id}"), e))?;
     Ok(())
 }

@@ -36,6 +36,8 @@ pub enum Role {
     Instance,
     /// A temporary snapshot kept on purpose (--keep-temp): no later run removes it.
     Kept,
+    /// A snapshot CopyImage made behind a copy of the AMI in another region.
+    Copy,
 }
 
 impl Role {
@@ -47,6 +49,7 @@ impl Role {
             Role::Image => "image",
             Role::Instance => "instance",
             Role::Kept => "kept",
+            Role::Copy => "copy",
         }
     }
 }

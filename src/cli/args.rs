@@ -209,6 +209,10 @@ pub struct MigrateArgs {
     /// source's key, or take the account's default key when it encrypts by default.
     #[arg(long, value_name = "KEY")]
     pub kms_key_id: Option<String>,
+    /// The KMS key of the copy in REGION (repeatable; a key is regional). Without one, an
+    /// encrypted AMI's copy takes that region's default EBS key.
+    #[arg(long, value_name = "REGION=KEY", value_parser = parse_region_key, requires = "copy_to_regions")]
+    pub copy_kms_key_id: Vec<(String, String)>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -226,4 +230,12 @@ pub struct MigrateArgs {
     pub grub_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+}
+
+/// `REGION=KEY` of `--copy-kms-key-id`.
+pub fn parse_region_key(v: &str) -> Result<(String, String), String> {
+    match v.split_once('=') {
+        Some((r, k)) if !r.is_empty() && !k.is_empty() && !r.contains(':') => Ok((r.to_string(), k.to_string())),
+        _ => Err(format!("{v:?} is not REGION=KEY (for example eu-west-1=alias/backups)")),
+    }
 }

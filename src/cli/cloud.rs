@@ -95,6 +95,7 @@ pub fn migrate(a: MigrateArgs, quiet: bool) -> Result<ExitCode> {
         instance_type: a.instance_type.clone(),
         keep_temp: a.keep_temp,
         kms_key_id: a.kms_key_id.clone(),
+        copy_kms_keys: a.copy_kms_key_id.clone(),
         work_dir: work_dir(&a.aws),
         concurrency: a.aws.concurrency,
         playbooks: books,
@@ -186,8 +187,8 @@ pub fn cleanup(
         for (region, i) in &r.images {
             println!("{verb} AMI {i} ({region})");
         }
-        for s in &r.snapshots {
-            println!("{verb} snapshot {s}");
+        for (region, s) in &r.snapshots {
+            println!("{verb} snapshot {s} ({region})");
         }
         if r.is_empty() {
             println!("nothing to clean up");

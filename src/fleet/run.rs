@@ -31,6 +31,9 @@ pub struct RunOptions {
     /// EBS requests in flight per migration.
     pub ebs_concurrency: usize,
     pub copy_to_regions: Vec<String>,
+    /// (region, KMS key) of the copies.
+    pub copy_kms_keys: Vec<(String, String)>,
+    pub kms_key_id: Option<String>,
     pub launch: bool,
     pub stop: bool,
     pub keep_temp: bool,
@@ -226,7 +229,8 @@ fn migrate_one(
             launch: o.launch,
             instance_type: None,
             keep_temp: o.keep_temp,
-            kms_key_id: None,
+            kms_key_id: o.kms_key_id.clone(),
+            copy_kms_keys: o.copy_kms_keys.clone(),
             work_dir: o.work_dir.clone(),
             concurrency: o.ebs_concurrency,
             playbooks: o.playbooks.clone(),

@@ -13,6 +13,7 @@ sys.path.insert(0, here)
 os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(here, "no-amis.json"))
 
 import moto_patches  # noqa: E402,F401  (applies the patches on import)
+import iam  # noqa: E402,F401  (IAM checked as AWS checks it, once `tool.py auth on`)
 
 if os.environ.get("PV2HVM_MOTO_LENIENT") != "1":
     import strict  # noqa: E402,F401  (AWS's rules where moto is lenient)

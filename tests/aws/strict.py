@@ -638,3 +638,6 @@ def _create_tags(self):
 
 
 TAGS.create_tags = _create_tags
+
+# S9, S10: AMI copies and snapshot deletion.
+import strict_copies  # noqa: E402,F401

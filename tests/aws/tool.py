@@ -1,6 +1,6 @@
 """What pv2hvm's AWS tests do to the local server besides running pv2hvm, with boto3:
 
-    tool.py seed IMAGE [--encrypted] [--data-volume]   upload IMAGE as a snapshot through EBS
+    tool.py seed IMAGE [--encrypted | --kms-key ARN] [--data-volume]   upload IMAGE as a snapshot through EBS
         direct, register a PV AMI (aki- kernel, /dev/sda1 root, an ephemeral mapping) and run an
         instance from it; prints {"snapshot", "image", "instance"} as JSON
     tool.py download SNAPSHOT OUT      every block of SNAPSHOT into the sparse file OUT
@@ -10,6 +10,11 @@
     tool.py encryption-by-default on|off   EnableEbsEncryptionByDefault / Disable…
     tool.py public SNAPSHOT            make SNAPSHOT public (createVolumePermission group all)
     tool.py tag ID KEY=VALUE…          CreateTags on ID
+    tool.py untag ID KEY…              DeleteTags on ID
+    tool.py iam-user NAME POLICY       an IAM user holding only the policy in the JSON file POLICY
+        (inline); prints its access key as {"id", "secret"}
+    tool.py auth on|off                the server checks every later request's signature and the
+        caller's IAM policy (moto's /moto-api/reset-auth), or stops checking
 
     tool.py fleet-seed IMAGE N [--variant V] [--name PREFIX]   one PV AMI of IMAGE and N
         instances of it named PREFIX-00…; prints {"image", "snapshot", "instances"}
@@ -163,9 +168,11 @@ def deploy_env(path):
     print(json.dumps({"docs": docs, "env": sorted(names), "commands": commands}))
 
 
-def seed(path, encrypted=False, data_volume=False, variant=None, instance_type="m1.large"):
+def seed(path, encrypted=False, data_volume=False, variant=None, instance_type="m1.large", kms_key=None):
     ec2, ebs = clients()
-    start = {"Encrypted": True} if encrypted else {}
+    start = {"Encrypted": True} if encrypted or kms_key else {}
+    if kms_key:
+        start["KmsKeyArn"] = kms_key
     snap = upload(ebs, path, Tags=[{"Key": "Name", "Value": "pv-root"}], **start)
     mappings = [
         {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": snap, "DeleteOnTermination": True}},
@@ -249,12 +256,31 @@ def hvm_image(image):
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"])
 
 
+def iam_user(name, policy):
+    iam = boto3.client("iam")
+    iam.create_user(UserName=name)
+    with open(policy) as f:
+        iam.put_user_policy(UserName=name, PolicyName="pv2hvm", PolicyDocument=f.read())
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    print(json.dumps({"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
+
+
+def auth(on):
+    import urllib.request
+
+    # moto counts requests from this call on and checks each once the count reaches the value.
+    url = os.environ["AWS_ENDPOINT_URL"].rstrip("/") + "/moto-api/reset-auth"
+    req = urllib.request.Request(url, data=b"0" if on else b"inf", method="POST", headers={"Content-Type": "text/plain"})
+    urllib.request.urlopen(req).read()
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "seed":
         variant = args[args.index("--variant") + 1] if "--variant" in args else None
         ty = args[args.index("--instance-type") + 1] if "--instance-type" in args else "m1.large"
-        seed(args[0], "--encrypted" in args, "--data-volume" in args, variant, ty)
+        key = args[args.index("--kms-key") + 1] if "--kms-key" in args else None
+        seed(args[0], "--encrypted" in args, "--data-volume" in args, variant, ty, key)
     elif cmd == "download":
         download(args[0], args[1])
     elif cmd == "changed":
@@ -281,6 +307,12 @@ if __name__ == "__main__":
     elif cmd == "tag":
         clients()[0].create_tags(Resources=[args[0]], Tags=[
             {"Key": k, "Value": v} for k, v in (a.split("=", 1) for a in args[1:])])
+    elif cmd == "untag":
+        clients()[0].delete_tags(Resources=[args[0]], Tags=[{"Key": k} for k in args[1:]])
+    elif cmd == "iam-user":
+        iam_user(args[0], args[1])
+    elif cmd == "auth":
+        auth(args[0] == "on")
     elif cmd == "hvm-image":
         hvm_image(args[0])
     else:

@@ -84,8 +84,30 @@ impl Moto {
         stdout(&run_ok(self.env(&mut c)))
     }
 
+    /// Runs tests/aws/tool.py in `region`; returns its stdout.
+    pub fn tool_in(&self, region: &str, args: &[&str]) -> String {
+        let mut c = Command::new(python());
+        c.arg(aws_dir().join("tool.py")).args(args);
+        self.env(&mut c).env("AWS_REGION", region).env("AWS_DEFAULT_REGION", region);
+        stdout(&run_ok(&mut c))
+    }
+
     pub fn tool_json(&self, args: &[&str]) -> serde_json::Value {
         serde_json::from_str(&self.tool(args)).unwrap()
+    }
+
+    /// `pv2hvm migrate ARGS --yes --format json` in `work`; its report.
+    pub fn migrate_json(&self, args: &[&str], work: &Path) -> serde_json::Value {
+        let out = run_ok(
+            self.pv2hvm().arg("migrate").args(args).args(["--yes", "--format", "json", "-q", "--work-dir"]).arg(work),
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+    }
+
+    /// `tool.py state REGION`'s `what` (snapshots, images, …) tagged `pv2hvm:run-id` = `run`.
+    pub fn tagged(&self, region: &str, what: &str, run: &str) -> Vec<serde_json::Value> {
+        let state = self.tool_json(&["state", region]);
+        state[what].as_array().unwrap().iter().filter(|x| tag(x, "pv2hvm:run-id") == Some(run)).cloned().collect()
     }
 
     /// How many calls named `name` the call log holds.
@@ -103,6 +125,11 @@ impl Moto {
         std::fs::write(&self.faults, spec).unwrap();
         self.faults.with_extension("log")
     }
+}
+
+/// The value of tag `key` of a resource as boto3 shows it.
+pub fn tag<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    v["Tags"].as_array()?.iter().find(|t| t["Key"] == key)?["Value"].as_str()
 }
 
 impl Drop for Moto {

@@ -7,6 +7,7 @@
 //! machine, under any run id) finds what was made ([`resume`]) and goes on from the last
 //! completed stage. A [`Observer`] hears of each stage and each resource made.
 
+mod copies;
 mod parent;
 mod plan;
 mod register;
@@ -135,6 +136,8 @@ pub struct MigrateOptions {
     /// The KMS key for the new snapshots when they are encrypted (`--kms-key-id`); else the
     /// source's key, or the account's default key.
     pub kms_key_id: Option<String>,
+    /// The KMS key of the copy in each region (`--copy-kms-key-id REGION=KEY`): (region, key).
+    pub copy_kms_keys: Vec<(String, String)>,
     pub work_dir: PathBuf,
     pub concurrency: usize,
     pub playbooks: Vec<Playbook>,
@@ -363,7 +366,7 @@ fn stages(
             img
         }
     };
-    register::copies(aws, o, &image, hash, report, obs)?;
+    copies::copies(aws, o, &image, hash, report, obs)?;
     if o.launch {
         register::launch(aws, o, src, &image, hash, report, obs)?;
     }

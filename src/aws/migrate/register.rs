@@ -1,6 +1,6 @@
 //! After the root snapshot: RegisterImage (with the instance's other volumes and instance-store
-//! mappings), the copies to other regions and the replacement instance, each found by its tags
-//! first so that no run makes one twice.
+//! mappings) and the replacement instance, each found by its tags first so that no run makes
+//! one twice. The copies to other regions are in `copies`.
 
 use super::{MigrateError, MigrateOptions, MigrateReport, Observer, Stage, WAIT};
 use crate::aws::ec2::{self, ImageInfo, Mapping, SnapshotInfo, SourceInfo, tag_filter};
@@ -188,39 +188,6 @@ fn image_filters(o: &MigrateOptions, hash: &str) -> Vec<aws_sdk_ec2::types::Filt
         tag_filter(tags::SPEC_HASH, hash),
         tag_filter(tags::ROLE, Role::Image.as_str()),
     ]
-}
-
-/// Copies `image` to each region asked, unless a copy is already there.
-pub fn copies(
-    aws: &Aws,
-    o: &MigrateOptions,
-    image: &ImageInfo,
-    hash: &str,
-    report: &mut MigrateReport,
-    obs: &dyn Observer,
-) -> Result<(), MigrateError> {
-    for region in &o.copy_to_regions {
-        obs.stage_started(Stage::Copy);
-        let client = aws.ec2_in(region);
-        let there = ec2::find_images(aws, &client, image_filters(o, hash))?;
-        if let Some(c) = there.iter().find(|i| i.state == "available" || i.state == "pending") {
-            ec2::wait_image(aws, &client, &c.id, WAIT)?;
-            report.reused.push(format!("the copy {} in {region}", c.id));
-            report.copies.push((region.clone(), c.id.clone()));
-            obs.stage_done(Stage::Copy, &format!("{region} {} (found)", c.id));
-            continue;
-        }
-        obs.progress().note(&format!("copying {} to {region}", image.id));
-        // The token depends on the image and region only: a copy asked again after a crash
-        // (before its tags were read back) returns the same copy.
-        let token = ec2::token(&[&image.id, region, "copy"]);
-        let name = image.name.clone().unwrap_or_else(|| format!("{}-hvm", o.source));
-        let id = ec2::copy_image(aws, &image.id, &name, region, &token, &image.tags)?;
-        obs.created("image", &id, region, Role::Image);
-        report.copies.push((region.clone(), id.clone()));
-        obs.stage_done(Stage::Copy, &format!("{region} {id}"));
-    }
-    Ok(())
 }
 
 /// Launches the stopped replacement, unless one launched from this work exists.

@@ -146,6 +146,12 @@ pub struct RunArgs {
     /// Also copy each AMI to these regions (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub copy_to_regions: Vec<String>,
+    /// The KMS key of the copies in REGION (repeatable; a key is regional).
+    #[arg(long, value_name = "REGION=KEY", value_parser = crate::cli::args::parse_region_key, requires = "copy_to_regions")]
+    pub copy_kms_key_id: Vec<(String, String)>,
+    /// Encrypt the new snapshots with this KMS key (id, alias or ARN).
+    #[arg(long, value_name = "KEY")]
+    pub kms_key_id: Option<String>,
     /// Launch a stopped replacement for each instance.
     #[arg(long)]
     pub launch: bool,

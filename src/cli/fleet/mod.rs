@@ -380,6 +380,8 @@ fn run_cmd(a: RunArgs, quiet: bool) -> Result<ExitCode> {
         per_region: a.per_region.unwrap_or(a.concurrency),
         ebs_concurrency: a.aws.ebs_concurrency,
         copy_to_regions: a.copy_to_regions.clone(),
+        copy_kms_keys: a.copy_kms_key_id.clone(),
+        kms_key_id: a.kms_key_id.clone(),
         launch: a.launch,
         stop: a.stop,
         keep_temp: a.keep_temp,

@@ -196,6 +196,7 @@ mod tests {
             include_str!("ebs.rs"),
             include_str!("ec2.rs"),
             include_str!("instance_types.rs"),
+            include_str!("migrate/copies.rs"),
             include_str!("migrate/parent.rs"),
             include_str!("discover.rs"),
             include_str!("migrate/mod.rs"),

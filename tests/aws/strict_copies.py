@@ -13,6 +13,9 @@ S9. CopyImage (EC2 API reference, CopyImage; EC2 user guide, "Copy an AMI" and "
     The snapshots start pending and complete a moment later, then the copy is available.
     Test-only variant: a source AMI tagged `moto:copy-fails` = REGION gives copies in REGION
     that end "failed" (their snapshots "error").
+S11. DescribeRegions lists the regions of the caller's partition (EC2 API reference,
+    DescribeRegions; AWS General Reference, "AWS partitions": an account and its credentials
+    belong to one partition). moto lists the aws-cn and aws-us-gov regions too.
 S10. DeleteSnapshot of a snapshot that backs a registered AMI is InvalidSnapshot.InUse (EC2 API
     reference, DeleteSnapshot: "you must first deregister the AMI"). moto checks only the AMIs it
     made itself.
@@ -21,6 +24,7 @@ S10. DeleteSnapshot of a snapshot that backs a registered AMI is InvalidSnapshot
 from moto.ebs import models as ebs_models
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import ec2_backends
+from moto.ec2.responses import availability_zones_and_regions as regions_responses
 
 import moto_patches as base
 import strict
@@ -130,5 +134,13 @@ def _delete_snapshot(self):
     return _orig_delete_snapshot(self)
 
 
+def _describe_regions(self):
+    out = _orig_describe_regions(self)
+    out.result["Regions"] = [r for r in out.result["Regions"] if not r.name.startswith(("cn-", "us-gov-"))]
+    return out
+
+
+_orig_describe_regions = regions_responses.AvailabilityZonesAndRegions.describe_regions
+regions_responses.AvailabilityZonesAndRegions.describe_regions = _describe_regions
 AMIS.copy_image = _copy_image
 SNAP.delete_snapshot = _delete_snapshot

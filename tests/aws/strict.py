@@ -247,6 +247,8 @@ def _list_snapshot_blocks(self):
               "VolumeSize": snap.volume_size, "BlockSize": base.BLOCK}
     if nxt:
         result["NextToken"] = nxt
+    if _is_pv2hvm():
+        _note(f"page list {sid} {len(page)} of {len(blocks)}")
     return core_responses.ActionResult(result)
 
 

@@ -9,6 +9,56 @@ use std::process::{Command, Output};
 
 pub const MIB: u64 = 1 << 20;
 
+/// The cloud fixture grown to 20 GiB with 1 GiB of random file data (scripts/lib.sh
+/// big_fixture), built and cached by scripts/test.
+pub fn fixture_big() -> PathBuf {
+    std::env::var_os("PV2HVM_FIXTURE_BIG")
+        .map(PathBuf::from)
+        .expect("PV2HVM_FIXTURE_BIG is not set: run the tests through scripts/test, which builds the fixture")
+}
+
+/// The 512 KiB blocks where two equally long images differ, read only where either holds data
+/// (SEEK_DATA), so that big sparse images compare quickly.
+pub fn differing_blocks(a: &Path, b: &Path) -> Vec<u64> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 512 << 10;
+    let (fa, fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let len = fa.metadata().unwrap().len();
+    assert_eq!(len, fb.metadata().unwrap().len(), "{} and {}", a.display(), b.display());
+    let mut blocks = data_blocks(&fa, len, BLOCK);
+    blocks.extend(data_blocks(&fb, len, BLOCK));
+    let (mut ba, mut bb) = (vec![0u8; BLOCK as usize], vec![0u8; BLOCK as usize]);
+    let mut out = Vec::new();
+    for i in blocks {
+        let n = (len - i * BLOCK).min(BLOCK) as usize;
+        fa.read_exact_at(&mut ba[..n], i * BLOCK).unwrap();
+        fb.read_exact_at(&mut bb[..n], i * BLOCK).unwrap();
+        if ba[..n] != bb[..n] {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// The `block`-sized blocks of `f` that hold data (not holes).
+pub fn data_blocks(f: &std::fs::File, len: u64, block: u64) -> std::collections::BTreeSet<u64> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+    let mut blocks = std::collections::BTreeSet::new();
+    let mut at = 0i64;
+    loop {
+        // SAFETY: lseek on a file we hold open; no memory is touched.
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if data < 0 || data as u64 >= len {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        blocks.extend(data as u64 / block..=(hole as u64 - 1) / block);
+        at = hole;
+    }
+    blocks
+}
+
 /// The Debian 12 cloud-kernel PV fixture built by scripts/test.
 pub fn fixture_cloud() -> PathBuf {
     fixture("PV2HVM_FIXTURE_CLOUD")

@@ -126,3 +126,28 @@ fn a_failed_copy_leaves_no_snapshots_and_the_next_run_copies_again() {
     assert!(copies.iter().any(|i| i["ImageId"] == copy && i["State"] == "available"), "{copies:?}");
     assert_eq!(m.tagged("us-west-2", "snapshots", "fails").len(), 1);
 }
+
+#[test]
+fn another_accounts_snapshot_is_copied_into_the_account_and_the_child_built_on_the_copy() {
+    let m = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let seeded = m.tool_json(&["seed", fixture_cloud().to_str().unwrap()]);
+    let snap = seeded["snapshot"].as_str().unwrap();
+    // Test-only: the snapshot is owned by another account, as one shared with this one is.
+    m.tool(&["tag", snap, "moto:owner=111122223333"]);
+
+    let out = m.pv2hvm().args(["plan", snap, "--work-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("{snap} belongs to 111122223333")), "{}", stderr(&out));
+
+    let r = m.migrate_json(&[snap, "--run-id", "foreign"], dir.path());
+    assert_eq!(r["outcome"], "migrated");
+    let notes = r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    assert!(notes.contains(&format!("copied {snap} to the temporary")), "{notes}");
+    assert!(m.tagged("us-east-1", "snapshots", "foreign").iter().all(|s| tag(s, "pv2hvm:role") != Some("temporary")));
+    // The child of the copy is the source plus the delta.
+    let disk = dir.path().join("root.img");
+    m.tool(&["download", r["root_snapshot"].as_str().unwrap(), disk.to_str().unwrap()]);
+    let differ = differing_blocks(&fixture_cloud(), &disk);
+    assert!(!differ.is_empty() && differ.len() as u64 <= r["delta_blocks"].as_u64().unwrap(), "{}", differ.len());
+}

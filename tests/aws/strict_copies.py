@@ -16,6 +16,9 @@ S9. CopyImage (EC2 API reference, CopyImage; EC2 user guide, "Copy an AMI" and "
 S11. DescribeRegions lists the regions of the caller's partition (EC2 API reference,
     DescribeRegions; AWS General Reference, "AWS partitions": an account and its credentials
     belong to one partition). moto lists the aws-cn and aws-us-gov regions too.
+S2b. Foreign snapshots, test-only variant: a snapshot tagged `moto:owner` = ACCOUNT is owned
+    by that account (its OwnerId), as one shared with this account would be; strict.py's S2
+    then refuses it as a ParentSnapshotId, and DescribeSnapshots OwnerIds=self leaves it out.
 S10. DeleteSnapshot of a snapshot that backs a registered AMI is InvalidSnapshot.InUse (EC2 API
     reference, DeleteSnapshot: "you must first deregister the AMI"). moto checks only the AMIs it
     made itself.
@@ -142,5 +145,18 @@ def _describe_regions(self):
 
 _orig_describe_regions = regions_responses.AvailabilityZonesAndRegions.describe_regions
 regions_responses.AvailabilityZonesAndRegions.describe_regions = _describe_regions
+def _create_tags(self):
+    out = _orig_create_tags(self)
+    for t in self._get_param("Tags", []) or []:
+        if t.get("Key") == "moto:owner":
+            for rid in self._get_param("Resources", []) or []:
+                snap = self.ec2_backend.snapshots.get(rid)
+                if snap is not None:
+                    snap.owner_id = t.get("Value")
+    return out
+
+
+_orig_create_tags = strict.TAGS.create_tags
+strict.TAGS.create_tags = _create_tags
 AMIS.copy_image = _copy_image
 SNAP.delete_snapshot = _delete_snapshot

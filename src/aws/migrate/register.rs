@@ -125,13 +125,16 @@ pub fn register(
     own.extend(root.tags());
     let (image_tags, dropped) = tags::fit(own, &src.tags);
     report.notes.extend(dropped);
-    // The name follows from the root snapshot, and EC2 keeps AMI names unique: a RegisterImage
-    // still in flight when its run died, and the resumed run's, make one AMI between them.
+    // The name follows from the source and the options, and EC2 keeps AMI names unique: a
+    // RegisterImage still in flight when its run died and the resumed run's, or those of two
+    // runs of one source at once (a replacement pod beside the old one), make one AMI between
+    // them, which the second adopts.
     let name = match &o.name {
         Some(n) => n.clone(),
         None => {
             let base = src.name.clone().unwrap_or_else(|| o.source.clone());
-            let name = tags::ami_name(&base, &format!("-hvm-{}", &crate::util::sha256_hex(root.id.as_bytes())[..8]));
+            let work = crate::util::sha256_hex(root.id.as_bytes());
+            let name = tags::ami_name(&base, &format!("-hvm-{}", &work[..8]));
             if !name.starts_with(&base) {
                 report.notes.push(format!("the AMI is named {name:?}: EC2 takes no {base:?} in an AMI name"));
             }
@@ -160,7 +163,7 @@ pub fn register(
                 source_id: o.source.clone(),
                 reason: format!("the AMI name {name:?} is taken by an AMI that is not this migration's ({detail})"),
             })?;
-            report.reused.push(format!("the AMI {id}, registered by a run that died during the call"));
+            report.reused.push(format!("the AMI {id}, registered by another run of this work (one that died during the call, or one at the same time)"));
             id
         }
         Err(e) => return Err(e.into()),

@@ -82,6 +82,9 @@ pub fn migrate(a: MigrateArgs, quiet: bool) -> Result<ExitCode> {
         ))
         .into());
     }
+    if let Some((r, _)) = a.copy_kms_key_id.iter().find(|(r, _)| !a.copy_to_regions.contains(r)) {
+        return Err(Error::Refused(format!("--copy-kms-key-id names {r}, which is not in --copy-to-regions")).into());
+    }
     let aws = connect(&a.aws)?;
     let run_id = a.run_id.clone().unwrap_or_else(new_run_id);
     let o = MigrateOptions {

@@ -7,7 +7,7 @@
 
 use aws_sdk_ec2::types::ResourceType;
 
-use super::{MigrateError, MigrateOptions, MigrateReport, Observer, Stage, WAIT};
+use super::{MigrateError, MigrateOptions, MigrateReport, Observer, Stage, WAIT, register};
 use crate::aws::ec2::{self, ImageInfo, tag_filter, tag_spec};
 use crate::aws::retry::{Policy, with_policy};
 use crate::aws::tags::{self, Role};
@@ -34,15 +34,6 @@ fn failures_tag(region: &str) -> String {
     format!("pv2hvm:copy-failures:{region}")
 }
 
-/// The tags that find a copy of this work in a region.
-fn copy_filters(o: &MigrateOptions, hash: &str) -> Vec<aws_sdk_ec2::types::Filter> {
-    vec![
-        tag_filter(tags::SOURCE, &o.source),
-        tag_filter(tags::SPEC_HASH, hash),
-        tag_filter(tags::ROLE, Role::Image.as_str()),
-    ]
-}
-
 /// Copies `image` to each region asked, unless a copy is already there.
 pub fn copies(
     aws: &Aws,
@@ -60,7 +51,7 @@ pub fn copies(
     for region in &o.copy_to_regions {
         obs.stage_started(Stage::Copy);
         let client = aws.ec2_in(region);
-        let there = ec2::find_images(aws, &client, copy_filters(o, hash))?;
+        let there = ec2::find_images(aws, &client, register::image_filters(o, hash))?;
         if let Some(c) = there.iter().find(|i| i.state == "available" || i.state == "pending") {
             ec2::wait_image(aws, &client, &c.id, WAIT)?;
             report.reused.push(format!("the copy {} in {region}", c.id));

@@ -185,7 +185,8 @@ fn same_name(aws: &Aws, o: &MigrateOptions, hash: &str, name: &str) -> Option<St
     found.into_iter().next().map(|i| i.id)
 }
 
-fn image_filters(o: &MigrateOptions, hash: &str) -> Vec<aws_sdk_ec2::types::Filter> {
+/// The tags that find this work's AMI (and, in another region, its copy).
+pub(super) fn image_filters(o: &MigrateOptions, hash: &str) -> Vec<aws_sdk_ec2::types::Filter> {
     vec![
         tag_filter(tags::SOURCE, &o.source),
         tag_filter(tags::SPEC_HASH, hash),

@@ -6,7 +6,57 @@ use std::path::Path;
 /// Lower-case hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(data))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A writer that only hashes (SHA-256) what it is given.
+#[derive(Default)]
+pub struct Sha256Writer(sha2::Sha256);
+
+impl Sha256Writer {
+    /// The lower-case hex digest of everything written.
+    pub fn hex(self) -> String {
+        use sha2::Digest;
+        hex(&self.0.finalize())
+    }
+}
+
+impl Write for Sha256Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A reader that hashes (SHA-256) what is read through it.
+pub struct HashingReader<R> {
+    pub inner: R,
+    hash: Sha256Writer,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader { inner, hash: Sha256Writer::default() }
+    }
+    /// The lower-case hex digest of what was read so far.
+    pub fn hex(self) -> String {
+        self.hash.hex()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hash.0, &buf[..n]);
+        Ok(n)
+    }
 }
 
 /// `DST.partial`: where output is staged until it is complete and renamed into place.

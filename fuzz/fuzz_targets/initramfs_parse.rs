@@ -7,6 +7,6 @@ use pv2hvm::guest::initramfs::Initramfs;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(ird) = Initramfs::parse(data) {
-        assert_eq!(ird.to_bytes().expect("unchanged segments are copied"), data);
+        assert_eq!(ird.to_vec(data).expect("unchanged segments are copied"), data);
     }
 });

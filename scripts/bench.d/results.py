@@ -153,6 +153,15 @@ elif suite == "fleet":
                    b["peak_rss_mib"]["median"], round(a["peak_rss_mib"]["median"] * 1.1, 1))
             target(f"{op}: wall s at {b['sources']}, at most {scale:g}x the figure at {a['sources']} (linear)",
                    b["wall_s"]["median"], round(a["wall_s"]["median"] * scale, 2))
+elif suite == "rss":
+    what = ("pv2hvm convert (the debug build the tests run; wall times are its) of every fixture and every "
+            "hostile image of tests/fixtures/hostile.sh: peak RSS (/usr/bin/time %M), wall time and "
+            "exit code (a hostile image may be refused: 3, or 8 when only e2fsck finds the damage)")
+    for r in rows:
+        target(f"{r['image']} ({r['kind']}, exit {r['exit']}): peak RSS MiB", r["peak_rss_mib"]["max"], 512)
+    if rows:
+        worst = max(rows, key=lambda r: r["peak_rss_mib"]["max"])
+        target(f"peak RSS MiB, every image (highest: {worst['image']})", worst["peak_rss_mib"]["max"], 512)
 else:
     sys.exit(f"unknown suite {suite}")
 

@@ -85,6 +85,15 @@ if "fleet" in data:
     for r in s["results"]:
         out.append(f"| fleet {r['operation']} | {r['sources']} | {r['runs']} | {mmm(r['wall_s'])} | {mmm(r['peak_rss_mib'])} |")
     mark(s)
+    out.append("")
+if "rss" in data:
+    s = data["rss"]
+    head("rss", s, ["image", "kind", "exit", "wall s: median (min–max)", "peak RSS MiB: median (min–max)"])
+    for r in s["results"]:
+        out.append(f"| {r['image']} | {r['kind']} | {r['exit']} | {mmm(r['wall_s'])} | {mmm(r['peak_rss_mib'])} |")
+    # One line for the whole suite; the per-image targets are in bench/results.json.
+    s = dict(s, targets=[t for t in s["targets"] if t["target"].startswith("peak RSS MiB, every image")])
+    mark(s)
 
 readme = open(readme_path).read()
 block = "<!-- bench-table -->\n" + "\n".join(out).rstrip() + "\n<!-- /bench-table -->"

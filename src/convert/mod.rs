@@ -8,6 +8,7 @@
 
 mod scratch;
 
+use std::io::Seek;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,11 +171,13 @@ pub fn convert(
 
     // Then what a journal replay changed, then the edits.
     let mut delta = Delta::new(source.as_ref());
-    for (offset, bytes) in replay.as_ref().map(|r| r.changed_runs()).unwrap_or_default() {
-        write(sink.as_mut(), disk.root_start + offset, &bytes, in_place.then_some(&mut delta))?;
-    }
-    for (offset, bytes) in overlay.changed_runs() {
-        write(sink.as_mut(), disk.root_start + offset, &bytes, in_place.then_some(&mut delta))?;
+    for changes in replay.iter().chain([&overlay]) {
+        // In runs of at most 4 MiB: the changes may be larger than memory holds.
+        for run in changes.changed_runs_of(4 << 20) {
+            let (offset, bytes) =
+                run.map_err(|err| Error::Copy { what: changes.describe(), err: CopyError::Read { offset: 0, err } })?;
+            write(sink.as_mut(), disk.root_start + offset, &bytes, in_place.then_some(&mut delta))?;
+        }
     }
     tracing::info!(bytes = copied, edited = overlay.changed_bytes(), "wrote the root filesystem");
 
@@ -348,9 +351,9 @@ fn prepare(
         Some(r) => (r.clone(), 0),
         None => (Arc::clone(source), layout.fs_offset),
     };
-    let overlay = Arc::new(Overlay::new(base, base_offset, fs_len));
+    let overlay = Arc::new(Overlay::with_spill(base, base_offset, fs_len, Some(&env.work_dir)));
     let in_fs = plan.disk.core_placement == CorePlacement::BootLoaderInode;
-    let edited = edit(&overlay, &plan, in_fs.then_some(images.core_img.as_slice()))?;
+    let edited = edit(&overlay, &plan, in_fs.then_some(images.core_img.as_slice()), &env.work_dir)?;
     let (core, core_lba) = match edited.core_blocks {
         Some(blocks) => {
             place_core_in_filesystem(&overlay, &images.core_img, &blocks, &plan.disk, layout.fs.block_size)?
@@ -422,7 +425,7 @@ fn replan_if_replay_changed(
     let mut read = 0;
     for (path, hash) in plan.hashed_files() {
         read += 1;
-        let now = fs.try_read_file(path).map_err(Error::Edit)?.map(|b| crate::util::sha256_hex(&b));
+        let now = fs.try_sha256_file(path).map_err(Error::Edit)?;
         if now.as_deref() != Some(hash) {
             changed.push(path.to_string());
         }
@@ -456,7 +459,7 @@ struct Edited {
 
 /// Applies the plan's edits and driver injection through the overlay, and stores `core` in
 /// the boot-loader inode when given.
-fn edit(overlay: &Arc<Overlay>, plan: &Plan, core: Option<&[u8]>) -> Result<Edited, Error> {
+fn edit(overlay: &Arc<Overlay>, plan: &Plan, core: Option<&[u8]>, work_dir: &std::path::Path) -> Result<Edited, Error> {
     let mut fs = Ext2Fs::open_overlay(Arc::clone(overlay)).map_err(Error::Edit)?;
     // core.img first: the fewest runs come from the emptiest filesystem.
     let blocks = match core {
@@ -490,17 +493,53 @@ fn edit(overlay: &Arc<Overlay>, plan: &Plan, core: Option<&[u8]>) -> Result<Edit
         tracing::info!(path = %e.path, action = e.action.verb(), "edited");
     }
     for ird in &plan.initramfs {
-        let bytes = drivers::rebuild(&fs, ird)?;
+        // The new initramfs goes to a file in the work directory first (an unnamed one, gone
+        // with the process): it is as large as the original, which is never held whole.
+        let shown = work_dir.display().to_string();
+        let werr = |err| Error::Write { target: shown.clone(), offset: 0, err };
+        let mut spill = std::io::BufWriter::new(tempfile::tempfile_in(work_dir).map_err(werr)?);
+        let mut out = RecordingWriter { inner: &mut spill, failed: None };
+        let built = drivers::rebuild(&fs, ird, &mut out);
+        if let Some(err) = out.failed.take() {
+            return Err(werr(err));
+        }
+        let len = built?;
+        let mut spill = spill.into_inner().map_err(|e| werr(e.into_error()))?;
+        spill.seek(std::io::SeekFrom::Start(0)).map_err(werr)?;
         let free = fs.free_bytes();
         // The original stays as the backup, so the new one needs room of its own.
-        let need = bytes.len() as u64 + (4 << 20);
+        let need = len + (4 << 20);
         if free < need {
             return Err(DriverError::NoRoom { path: ird.path.clone(), need, free }.into());
         }
-        fs.replace_file(&ird.path, &bytes).map_err(Error::Edit)?;
-        tracing::info!(path = %ird.path, bytes = bytes.len(), added = ird.add.len(), "rebuilt the initramfs");
+        fs.replace_file_from(&ird.path, &mut std::io::BufReader::new(spill)).map_err(Error::Edit)?;
+        tracing::info!(path = %ird.path, bytes = len, added = ird.add.len(), "rebuilt the initramfs");
     }
     let used = fs.used_ranges().map_err(Error::Edit)?;
     fs.close().map_err(Error::Edit)?;
     Ok(Edited { core_blocks: blocks, used })
+}
+
+/// A writer that keeps its first error, to tell a failure of the work directory apart from
+/// one of what is written.
+struct RecordingWriter<'a> {
+    inner: &'a mut dyn std::io::Write,
+    failed: Option<std::io::Error>,
+}
+
+impl std::io::Write for RecordingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.keep(e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().map_err(|e| self.keep(e))
+    }
+}
+
+impl RecordingWriter<'_> {
+    fn keep(&mut self, e: std::io::Error) -> std::io::Error {
+        let shown = std::io::Error::new(e.kind(), e.to_string());
+        self.failed.get_or_insert(e);
+        shown
+    }
 }

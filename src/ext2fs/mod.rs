@@ -9,7 +9,10 @@
 mod ffi;
 mod io_manager;
 mod metadata;
+mod stream;
 pub mod undo;
+
+pub use stream::FileReader;
 
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
@@ -141,6 +144,10 @@ pub struct Ext2Fs {
     /// the inspection reading one config) costs no reads.
     small_files: std::sync::Mutex<std::collections::HashMap<u32, Arc<[u8]>>>,
 }
+
+/// The largest file read whole (README, "Limits"): configs, module indexes, modules. An
+/// initramfs is read as a stream instead ([`Ext2Fs::open_file`]).
+pub const MAX_WHOLE_FILE: u64 = 64 << 20;
 
 /// Files up to this size are kept once read from a read-only filesystem.
 const SMALL_FILE: u64 = 1 << 20;
@@ -373,6 +380,11 @@ impl Ext2Fs {
     /// Reads the file `ino` once: a small file read again on a read-only filesystem comes
     /// from memory. Each read from the source is logged.
     fn read_whole(&self, ino: u32, size: u64, path: &str) -> Result<Vec<u8>> {
+        if size > MAX_WHOLE_FILE {
+            let mut e = Ext2Error::errno("reading", path, libc::EFBIG);
+            e.message = format!("{size} bytes, more than the {MAX_WHOLE_FILE} bytes pv2hvm reads of a file whole");
+            return Err(e);
+        }
         let keep = !self.writable && size <= SMALL_FILE;
         if keep && let Some(b) = self.small_files.lock().ok().and_then(|m| m.get(&ino).cloned()) {
             return Ok(b.to_vec());
@@ -477,6 +489,12 @@ impl Ext2Fs {
     /// Replaces the content of the regular file at `path` (symlinks followed), keeping the
     /// original inode as `<name>.pv2hvm-orig` beside it. Returns the canonical path edited.
     pub fn replace_file(&mut self, path: &str, content: &[u8]) -> Result<String> {
+        self.replace_file_from(path, &mut &content[..])
+    }
+
+    /// [`replace_file`](Self::replace_file) with the content read from `content` to its end,
+    /// 1 MiB at a time.
+    pub fn replace_file_from(&mut self, path: &str, content: &mut dyn std::io::Read) -> Result<String> {
         assert!(self.writable, "replace_file on a read-only filesystem");
         let r = self.resolve(path)?;
         if r.stat.kind != Kind::File {
@@ -519,7 +537,7 @@ impl Ext2Fs {
         if self.lookup(dir.stat.ino, name, &path).is_ok() {
             return Err(Ext2Error::errno("creating", path, libc::EEXIST));
         }
-        let ino = self.create_file(dir.stat.ino, name, &path, template.stat.ino, content)?;
+        let ino = self.create_file(dir.stat.ino, name, &path, template.stat.ino, &mut &content[..])?;
         let mut inode = self.read_inode(ino, &path)?;
         inode.i_mode = 0o100000 | (mode & 0o7777);
         // SAFETY: `fs` is open and `inode` is a full-size inode buffer.
@@ -541,7 +559,14 @@ impl Ext2Fs {
     }
 
     /// New inode named `name` in `dir`, with owner, mode and xattrs copied from `template`.
-    fn create_file(&mut self, dir: u32, name: &str, path: &str, template: u32, content: &[u8]) -> Result<u32> {
+    fn create_file(
+        &mut self,
+        dir: u32,
+        name: &str,
+        path: &str,
+        template: u32,
+        content: &mut dyn std::io::Read,
+    ) -> Result<u32> {
         let tmpl = self.read_inode(template, path)?;
         let mut ino = 0u32;
         // SAFETY: `fs` is open with its bitmaps read; `ino` is an out-pointer.
@@ -579,37 +604,6 @@ impl Ext2Fs {
         self.write_ino(ino, content, path)?;
         self.copy_xattrs(template, ino, path)?;
         Ok(ino)
-    }
-
-    fn write_ino(&mut self, ino: u32, content: &[u8], path: &str) -> Result<()> {
-        let mut file: ext2_file_t = std::ptr::null_mut();
-        // SAFETY: `fs` is open and `file` is an out-pointer, used only on success.
-        self.check("opening", path, unsafe { ext2fs_file_open(self.fs, ino, EXT2_FILE_WRITE, &mut file) })?;
-        let mut result = Ok(());
-        let mut done = 0usize;
-        while done < content.len() {
-            let chunk = &content[done..content.len().min(done + (1 << 20))];
-            let mut written = 0u32;
-            // SAFETY: `file` is open for writing and `chunk` holds the bytes passed.
-            let rc = unsafe { ext2fs_file_write(file, chunk.as_ptr().cast(), chunk.len() as u32, &mut written) };
-            if rc != 0 {
-                result = Err(Ext2Error::new("writing", path, rc));
-                break;
-            }
-            if written == 0 {
-                result = Err(Ext2Error::errno("writing", path, libc::ENOSPC));
-                break;
-            }
-            done += written as usize;
-        }
-        if result.is_ok() {
-            // SAFETY: `file` is open for writing.
-            result = self.check("sizing", path, unsafe { ext2fs_file_set_size2(file, content.len() as u64) });
-        }
-        // SAFETY: `file` was opened above and is not used after this call.
-        let rc = unsafe { ext2fs_file_close(file) };
-        result?;
-        self.check("closing", path, rc)
     }
 
     /// Byte ranges of the blocks the filesystem uses, from its block bitmap (its own metadata
@@ -658,7 +652,7 @@ impl Ext2Fs {
         }
         // SAFETY: `fs` is open and `inode` is a full-size inode buffer.
         self.check("writing inode of", PATH, unsafe { ext2fs_write_inode(self.fs, ino, &mut inode) })?;
-        self.write_ino(ino, content, PATH)?;
+        self.write_ino(ino, &mut &content[..], PATH)?;
         let bs = self.block_size();
         let mut runs: Vec<(u64, u64)> = Vec::new();
         for logical in 0..(content.len() as u64).div_ceil(bs) {

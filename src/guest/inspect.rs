@@ -271,6 +271,8 @@ fn find_kernels(fs: &Ext2Fs) -> Result<Vec<Kernel>, Ext2Error> {
     let Some(_) = fs.try_resolve("/boot")? else { return Ok(Vec::new()) };
     let entries = fs.list_dir("/boot")?;
     let names: Vec<&str> = entries.iter().filter(|(_, k)| *k == Kind::File).map(|(n, _)| n.as_str()).collect();
+    // Looked up by name for every kernel: a set, so a /boot of many files stays linear.
+    let present: std::collections::HashSet<&str> = names.iter().copied().collect();
     let mut out = Vec::new();
     for name in &names {
         let Some(version) = name.strip_prefix("vmlinuz-").or_else(|| name.strip_prefix("vmlinux-")) else { continue };
@@ -284,9 +286,9 @@ fn find_kernels(fs: &Ext2Fs) -> Result<Vec<Kernel>, Ext2Error> {
             format!("initrd-{version}"),
         ]
         .into_iter()
-        .find(|c| names.contains(&c.as_str()))
+        .find(|c| present.contains(c.as_str()))
         .map(|c| format!("/boot/{c}"));
-        let config = names.contains(&format!("config-{version}").as_str()).then(|| format!("/boot/config-{version}"));
+        let config = present.contains(format!("config-{version}").as_str()).then(|| format!("/boot/config-{version}"));
         let mut modules_dir = None;
         for d in [format!("/lib/modules/{version}"), format!("/usr/lib/modules/{version}")] {
             if fs.is_kind(&d, Kind::Dir)? {

@@ -522,7 +522,8 @@ fn merge_edit(edits: &mut Vec<FileEdit>, new: FileEdit) {
         return;
     };
     let (Some(text), Some(more)) = (first.new_text.as_mut(), new.new_text.as_deref()) else { return };
-    let missing: Vec<&str> = more.lines().filter(|l| !text.lines().any(|t| t == *l)).collect();
+    let have: std::collections::HashSet<&str> = text.lines().collect();
+    let missing: Vec<&str> = more.lines().filter(|l| !have.contains(l)).collect();
     if missing.is_empty() {
         return;
     }

@@ -3,6 +3,7 @@
 //! by rebuilding the archive that holds `init`.
 
 use std::collections::HashSet;
+use std::io::Write;
 
 use super::{DriverError, Generator, GuestModules, InitramfsPlan, text};
 use crate::ext2fs::Ext2Fs;
@@ -10,17 +11,15 @@ use crate::guest::initramfs::{Initramfs, Level, Segment, kmod_index};
 use crate::guest::inspect::Kernel;
 use crate::spec::InitramfsMode;
 
-/// Builds the new initramfs bytes for a plan, reading modules from the guest.
-pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError> {
+/// Writes the new initramfs for a plan into `out`, reading modules from the guest and the
+/// original initramfs again as a stream; returns its size.
+pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan, out: &mut dyn Write) -> Result<u64, DriverError> {
     let path = &plan.path;
-    let ird_err = |err| DriverError::Initramfs { path: path.clone(), err };
-    let bytes = fs.read_file(path)?;
     // The plan's unpacked copy serves when the file is still the one it read.
     let mut ird = match &plan.parsed {
-        Some(parsed) if crate::util::sha256_hex(&bytes) == plan.sha256 => Initramfs::clone(parsed),
-        _ => Initramfs::parse(&bytes).map_err(ird_err)?,
+        Some(parsed) if fs.try_sha256_file(path)?.as_deref() == Some(plan.sha256.as_str()) => Initramfs::clone(parsed),
+        _ => super::read_initramfs(fs, path)?.0,
     };
-    drop(bytes);
     let guest = GuestModules::load(
         fs,
         &Kernel {
@@ -33,7 +32,10 @@ pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError
     )?;
     let moddir = plan.moddir.clone();
     let read_text = |ird: &Initramfs, name: &str| {
-        ird.find(&format!("{moddir}/{name}")).map(|e| String::from_utf8_lossy(&e.data).into_owned()).unwrap_or_default()
+        ird.find(&format!("{moddir}/{name}"))
+            .and_then(|e| e.data())
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default()
     };
     let mut dep = read_text(&ird, "modules.dep");
     let mut alias = read_text(&ird, "modules.alias");
@@ -43,7 +45,7 @@ pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError
     let guest_alias = text(fs, &format!("{}/modules.alias", guest.dir))?.unwrap_or_default();
     let guest_symbols = text(fs, &format!("{}/modules.symbols", guest.dir))?.unwrap_or_default();
     // The load lists extend files the initramfs may already have (wherever they are in it).
-    let original = |p: &str| ird.find(p).map(|e| (e.data.clone(), e.mode));
+    let original = |p: &str| ird.find(p).and_then(|e| Some((e.data.clone()?, e.mode)));
     let originals = LoadListFiles { conf_modules: original("conf/modules"), init: original("init") };
     let have_builtin: Vec<bool> =
         BUILTIN_INDEXES.iter().map(|f| ird.find(&format!("{moddir}/{f}")).is_some()).collect();
@@ -90,7 +92,12 @@ pub fn rebuild(fs: &Ext2Fs, plan: &InitramfsPlan) -> Result<Vec<u8>, DriverError
         }
     }
     add_load_list(seg, plan, originals);
-    ird.to_bytes().map_err(|err| DriverError::Encode { path: path.clone(), err })
+    let mut source = fs.open_file(path)?;
+    let written = ird.write_to(&mut source, out);
+    if let Some(err) = source.take_error() {
+        return Err(err.into());
+    }
+    written.map_err(|err| DriverError::Encode { path: path.clone(), err })
 }
 
 fn push_line(text: &mut String, line: &str) {

@@ -306,16 +306,25 @@ pub fn resolve<E>(
 }
 
 /// Decompresses a module file as its suffix says (`.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`).
+/// At most [`MAX_WHOLE_FILE`](crate::ext2fs::MAX_WHOLE_FILE) bytes are unpacked.
 pub fn decompress_module(path: &str, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let max = crate::ext2fs::MAX_WHOLE_FILE;
     let mut out = Vec::new();
+    let mut unpack = |r: &mut dyn Read| r.take(max + 1).read_to_end(&mut out);
     if path.ends_with(".xz") {
-        liblzma::read::XzDecoder::new(bytes).read_to_end(&mut out)?;
+        unpack(&mut liblzma::read::XzDecoder::new(bytes))?;
     } else if path.ends_with(".zst") {
-        out = zstd::stream::decode_all(bytes)?;
+        unpack(&mut zstd::stream::read::Decoder::new(bytes)?)?;
     } else if path.ends_with(".gz") {
-        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+        unpack(&mut flate2::read::GzDecoder::new(bytes))?;
     } else {
         out = bytes.to_vec();
+    }
+    if out.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it unpacks to more than {max} bytes"),
+        ));
     }
     Ok(out)
 }
@@ -336,7 +345,7 @@ fn detect_generator(ird: &Initramfs, path: &str) -> Result<Generator, DriverErro
         Ok(Generator::Dracut)
     } else if ird.find("conf/initramfs.conf").is_some() || ird.find("scripts/functions").is_some() {
         Ok(Generator::InitramfsTools)
-    } else if ird.find("init").is_some_and(|e| e.data.starts_with(b"#!/bin/nash")) {
+    } else if ird.find("init").and_then(|e| e.data()).is_some_and(|d| d.starts_with(b"#!/bin/nash")) {
         Ok(Generator::Mkinitrd)
     } else {
         Err(DriverError::UnknownGenerator { path: path.to_string() })
@@ -358,6 +367,21 @@ fn initramfs_moddir(ird: &Initramfs, generator: Generator, version: &str) -> Str
     } else {
         format!("lib/modules/{version}")
     }
+}
+
+/// Parses the initramfs at `path` as it streams from the guest (never held whole), with the
+/// SHA-256 and size of the file.
+fn read_initramfs(fs: &Ext2Fs, path: &str) -> Result<(Initramfs, String, u64), DriverError> {
+    let reader = fs.open_file(path)?;
+    let size = reader.size();
+    let mut hashed = crate::util::HashingReader::new(reader);
+    let parsed = Initramfs::parse_from(&mut hashed, size);
+    // A failed read of the guest is the source's failure, not the initramfs's.
+    if let Some(err) = hashed.inner.take_error() {
+        return Err(err.into());
+    }
+    let ird = parsed.map_err(|err| DriverError::Initramfs { path: path.to_string(), err })?;
+    Ok((ird, hashed.hex(), size))
 }
 
 /// What a kernel has: where each driver lives, and what its initramfs is.
@@ -413,10 +437,7 @@ pub fn survey(fs: &Ext2Fs, kernel: &Kernel) -> Result<Survey, DriverError> {
     if on_disk > crate::guest::initramfs::MAX_UNPACKED {
         return Err(DriverError::Initramfs { path, err: InitramfsError::FileTooLarge(on_disk) });
     }
-    let bytes = fs.read_file(&path)?;
-    let size = bytes.len() as u64;
-    let sha256 = crate::util::sha256_hex(&bytes);
-    let ird = Initramfs::parse(&bytes).map_err(|err| DriverError::Initramfs { path: path.clone(), err })?;
+    let (ird, sha256, size) = read_initramfs(fs, &path)?;
     let generator = detect_generator(&ird, &path)?;
     let moddir = initramfs_moddir(&ird, generator, &kernel.version);
     let present: HashSet<String> = ird

@@ -6,6 +6,8 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use super::input::Input;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
@@ -28,8 +30,12 @@ pub enum Level {
 const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
 /// Memory an xz/lzma decoder may use: a header can ask for a 4 GiB dictionary, which no
 /// initramfs needs (found by fuzzing).
-const LZMA_MEMLIMIT: u64 = 256 << 20;
+/// 128 MiB is twice what `xz -9` needs; with an encoder beside it (a rebuild) the process
+/// stays well under 512 MiB.
+pub const LZMA_MEMLIMIT: u64 = 128 << 20;
 const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+/// The most an lz4 block of 8 MiB can take compressed (`LZ4_compressBound`).
+const LZ4_LEGACY_BOUND: usize = LZ4_LEGACY_BLOCK + LZ4_LEGACY_BLOCK / 255 + 16;
 
 impl Compression {
     /// Recognises a compressed stream by its first bytes.
@@ -66,23 +72,57 @@ impl Compression {
         }
     }
 
-    /// A streaming decoder of one stream from the start of `data`; [`Decoder::rest`] gives
-    /// what follows it (padding, another archive) once it has been read to its end.
-    pub fn decoder(self, data: &[u8]) -> io::Result<Decoder<'_>> {
+    /// A streaming decoder of one stream at the start of `input`, which it consumes exactly:
+    /// once it has been read to its end, `input` stands at what follows (padding, another
+    /// archive).
+    pub fn decoder<R: Read>(self, input: &mut Input<R>) -> io::Result<Decoder<'_, R>> {
         Ok(match self {
-            Compression::None => Decoder::None(data),
-            Compression::Gzip => Decoder::Gzip(flate2::bufread::GzDecoder::new(data)),
+            Compression::None => Decoder::None(input),
+            Compression::Gzip => Decoder::Gzip(flate2::bufread::GzDecoder::new(input)),
             Compression::Xz => {
                 let stream = liblzma::stream::Stream::new_stream_decoder(LZMA_MEMLIMIT, 0).map_err(io::Error::other)?;
-                Decoder::Xz(liblzma::bufread::XzDecoder::new_stream(data, stream))
+                Decoder::Xz(liblzma::bufread::XzDecoder::new_stream(input, stream))
             }
             Compression::Lzma => {
                 let stream = liblzma::stream::Stream::new_lzma_decoder(LZMA_MEMLIMIT).map_err(io::Error::other)?;
-                Decoder::Xz(liblzma::bufread::XzDecoder::new_stream(data, stream))
+                Decoder::Xz(liblzma::bufread::XzDecoder::new_stream(input, stream))
             }
-            Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(data)?.single_frame()),
-            Compression::Bzip2 => Decoder::Bzip2(bzip2::bufread::BzDecoder::new(data)),
-            Compression::Lz4 => Decoder::Lz4(Lz4Legacy::new(data)?),
+            Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?.single_frame()),
+            Compression::Bzip2 => Decoder::Bzip2(bzip2::bufread::BzDecoder::new(input)),
+            Compression::Lz4 => Decoder::Lz4(Lz4Legacy::new(input)?),
+        })
+    }
+
+    /// A streaming encoder into `out`, the way the kernel can unpack it, at `level`: the
+    /// default, or the fastest the format has (for a small appended archive, where speed
+    /// matters more than a few KiB).
+    pub fn encoder<W: Write>(self, mut out: W, level: Level) -> io::Result<Encoder<W>> {
+        let fast = level == Level::Fast;
+        let preset = if fast { 0 } else { 6 };
+        Ok(match self {
+            Compression::None => Encoder::None(out),
+            Compression::Gzip => {
+                Encoder::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::new(if fast { 1 } else { 6 })))
+            }
+            Compression::Xz => {
+                let stream = liblzma::stream::Stream::new_easy_encoder(preset, liblzma::stream::Check::Crc32)
+                    .map_err(io::Error::other)?;
+                Encoder::Xz(liblzma::write::XzEncoder::new_stream(out, stream))
+            }
+            Compression::Lzma => {
+                let opts = liblzma::stream::LzmaOptions::new_preset(preset).map_err(io::Error::other)?;
+                let stream = liblzma::stream::Stream::new_lzma_encoder(&opts).map_err(io::Error::other)?;
+                Encoder::Xz(liblzma::write::XzEncoder::new_stream(out, stream))
+            }
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(out, if fast { 1 } else { 9 })?),
+            Compression::Bzip2 => {
+                let level = if fast { bzip2::Compression::fast() } else { bzip2::Compression::best() };
+                Encoder::Bzip2(bzip2::write::BzEncoder::new(out, level))
+            }
+            Compression::Lz4 => {
+                out.write_all(&LZ4_LEGACY_MAGIC.to_le_bytes())?;
+                Encoder::Lz4(Lz4Writer { out, block: Vec::new() })
+            }
         })
     }
 
@@ -91,58 +131,25 @@ impl Compression {
         self.compress_at(data, Level::Default)
     }
 
-    /// Compresses `data` at `level`: the default, or the fastest the format has (for a small
-    /// appended archive, where speed matters more than a few KiB).
+    /// Compresses `data` at `level` (see [`encoder`](Self::encoder)).
     pub fn compress_at(self, data: &[u8], level: Level) -> io::Result<Vec<u8>> {
-        let fast = level == Level::Fast;
-        let preset = if fast { 0 } else { 6 };
-        Ok(match self {
-            Compression::None => data.to_vec(),
-            Compression::Gzip => {
-                let mut e =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(if fast { 1 } else { 6 }));
-                e.write_all(data)?;
-                e.finish()?
-            }
-            Compression::Xz => {
-                let stream = liblzma::stream::Stream::new_easy_encoder(preset, liblzma::stream::Check::Crc32)
-                    .map_err(io::Error::other)?;
-                let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
-                e.write_all(data)?;
-                e.finish()?
-            }
-            Compression::Lzma => {
-                let opts = liblzma::stream::LzmaOptions::new_preset(preset).map_err(io::Error::other)?;
-                let stream = liblzma::stream::Stream::new_lzma_encoder(&opts).map_err(io::Error::other)?;
-                let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
-                e.write_all(data)?;
-                e.finish()?
-            }
-            Compression::Zstd => zstd::stream::encode_all(data, if fast { 1 } else { 9 })?,
-            Compression::Bzip2 => {
-                let level = if fast { bzip2::Compression::fast() } else { bzip2::Compression::best() };
-                let mut e = bzip2::write::BzEncoder::new(Vec::new(), level);
-                e.write_all(data)?;
-                e.finish()?
-            }
-            Compression::Lz4 => lz4_legacy_encode(data),
-        })
+        let mut e = self.encoder(Vec::new(), level)?;
+        e.write_all(data)?;
+        e.finish()
     }
 }
 
-/// The legacy lz4 format (`lz4 -l`): a magic, then blocks of `u32 LE size` + an lz4 block of
-/// at most 8 MiB of input. A repeated magic starts another stream; anything else ends it.
-/// A decoder over a borrowed stream: read it, then take [`rest`](Decoder::rest).
-pub enum Decoder<'a> {
-    None(&'a [u8]),
-    Gzip(flate2::bufread::GzDecoder<&'a [u8]>),
-    Xz(liblzma::bufread::XzDecoder<&'a [u8]>),
-    Zstd(zstd::stream::read::Decoder<'static, &'a [u8]>),
-    Bzip2(bzip2::bufread::BzDecoder<&'a [u8]>),
-    Lz4(Lz4Legacy<'a>),
+/// A decoder over the initramfs input; see [`Compression::decoder`].
+pub enum Decoder<'a, R: Read> {
+    None(&'a mut Input<R>),
+    Gzip(flate2::bufread::GzDecoder<&'a mut Input<R>>),
+    Xz(liblzma::bufread::XzDecoder<&'a mut Input<R>>),
+    Zstd(zstd::stream::read::Decoder<'static, &'a mut Input<R>>),
+    Bzip2(bzip2::bufread::BzDecoder<&'a mut Input<R>>),
+    Lz4(Lz4Legacy<'a, R>),
 }
 
-impl Read for Decoder<'_> {
+impl<R: Read> Read for Decoder<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Decoder::None(d) => d.read(buf),
@@ -155,60 +162,130 @@ impl Read for Decoder<'_> {
     }
 }
 
-impl<'a> Decoder<'a> {
-    /// The input after the stream (all of it read so far, for an unfinished stream).
-    pub fn rest(self) -> &'a [u8] {
+/// An encoder; see [`Compression::encoder`]. [`finish`](Encoder::finish) ends the stream.
+pub enum Encoder<W: Write> {
+    None(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Xz(liblzma::write::XzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Bzip2(bzip2::write::BzEncoder<W>),
+    Lz4(Lz4Writer<W>),
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Decoder::None(d) => d,
-            Decoder::Gzip(d) => d.into_inner(),
-            Decoder::Xz(d) => d.into_inner(),
-            Decoder::Zstd(d) => d.finish(),
-            Decoder::Bzip2(d) => d.into_inner(),
-            Decoder::Lz4(d) => &d.data[d.pos.min(d.data.len())..],
+            Encoder::None(e) => e.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Xz(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Bzip2(e) => e.write(buf),
+            Encoder::Lz4(e) => e.write(buf),
         }
+    }
+    /// Does nothing: a flush would end a deflate or xz block early (cpio's writer flushes
+    /// after every member) or, for lzma, fail. [`finish`](Encoder::finish) ends the stream.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> Encoder<W> {
+    /// Ends the stream; returns the writer underneath.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::None(w) => Ok(w),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Xz(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Bzip2(e) => e.finish(),
+            Encoder::Lz4(mut e) => {
+                e.emit()?;
+                Ok(e.out)
+            }
+        }
+    }
+}
+
+/// The legacy lz4 format (`lz4 -l`): a magic, then blocks of `u32 LE size` + an lz4 block of
+/// at most 8 MiB of input. A repeated magic starts another stream; anything else ends it.
+pub struct Lz4Writer<W> {
+    out: W,
+    block: Vec<u8>,
+}
+
+impl<W: Write> Lz4Writer<W> {
+    fn emit(&mut self) -> io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let packed = lz4_flex::block::compress(&self.block);
+        self.out.write_all(&(packed.len() as u32).to_le_bytes())?;
+        self.out.write_all(&packed)?;
+        self.block.clear();
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Lz4Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(LZ4_LEGACY_BLOCK - self.block.len());
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == LZ4_LEGACY_BLOCK {
+            self.emit()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
 /// The lz4 legacy frame, decoded one block (at most 8 MiB) at a time.
-pub struct Lz4Legacy<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub struct Lz4Legacy<'a, R> {
+    input: &'a mut Input<R>,
     block: Vec<u8>,
     at: usize,
 }
 
-impl<'a> Lz4Legacy<'a> {
-    fn new(data: &'a [u8]) -> io::Result<Self> {
-        if data.get(..4) != Some(&LZ4_LEGACY_MAGIC.to_le_bytes()[..]) {
+impl<'a, R: Read> Lz4Legacy<'a, R> {
+    fn new(input: &'a mut Input<R>) -> io::Result<Self> {
+        if input.peek(4)? != LZ4_LEGACY_MAGIC.to_le_bytes() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "lz4 legacy: bad magic"));
         }
-        Ok(Lz4Legacy { data, pos: 4, block: Vec::new(), at: 0 })
+        input.consume(4);
+        Ok(Lz4Legacy { input, block: Vec::new(), at: 0 })
     }
 
     /// Decodes the next block; `false` at the end of the stream.
     fn next_block(&mut self) -> io::Result<bool> {
-        let word = |p: usize| self.data.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-        while let Some(size) = word(self.pos) {
+        loop {
+            let word = self.input.peek(4)?;
+            let Ok(word) = <[u8; 4]>::try_from(word) else { return Ok(false) };
+            let size = u32::from_le_bytes(word);
             if size == LZ4_LEGACY_MAGIC {
-                self.pos += 4;
+                self.input.consume(4);
                 continue;
             }
-            let start = self.pos + 4;
             // Anything that is not a whole block (zero padding, the next archive) ends the stream.
-            let Some(end) = start.checked_add(size as usize).filter(|&e| size > 0 && e <= self.data.len()) else {
+            if size == 0 || size as usize > LZ4_LEGACY_BOUND {
                 return Ok(false);
-            };
-            self.block = lz4_flex::block::decompress(&self.data[start..end], LZ4_LEGACY_BLOCK)
+            }
+            let whole = 4 + size as usize;
+            let b = self.input.peek(whole)?;
+            if b.len() < whole {
+                return Ok(false);
+            }
+            self.block = lz4_flex::block::decompress(&b[4..], LZ4_LEGACY_BLOCK)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("lz4 legacy: {e}")))?;
+            self.input.consume(whole);
             self.at = 0;
-            self.pos = end;
             return Ok(true);
         }
-        Ok(false)
     }
 }
 
-impl Read for Lz4Legacy<'_> {
+impl<R: Read> Read for Lz4Legacy<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.block.len() {
             if !self.next_block()? {
@@ -220,41 +297,6 @@ impl Read for Lz4Legacy<'_> {
         self.at += n;
         Ok(n)
     }
-}
-
-#[cfg(test)]
-fn lz4_legacy_decode(data: &[u8]) -> io::Result<(Vec<u8>, usize)> {
-    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("lz4 legacy: {m}"));
-    let word = |p: usize| data.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-    if word(0) != Some(LZ4_LEGACY_MAGIC) {
-        return Err(bad("bad magic"));
-    }
-    let mut out = Vec::new();
-    let mut pos = 4;
-    while let Some(size) = word(pos) {
-        if size == LZ4_LEGACY_MAGIC {
-            pos += 4;
-            continue;
-        }
-        let start = pos + 4;
-        // Anything that is not a whole block (zero padding, the next archive) ends the stream.
-        let Some(end) = start.checked_add(size as usize).filter(|&e| size > 0 && e <= data.len()) else { break };
-        let block =
-            lz4_flex::block::decompress(&data[start..end], LZ4_LEGACY_BLOCK).map_err(|e| bad(&e.to_string()))?;
-        out.extend_from_slice(&block);
-        pos = end;
-    }
-    Ok((out, pos.min(data.len())))
-}
-
-fn lz4_legacy_encode(data: &[u8]) -> Vec<u8> {
-    let mut out = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
-    for chunk in data.chunks(LZ4_LEGACY_BLOCK) {
-        let block = lz4_flex::block::compress(chunk);
-        out.extend_from_slice(&(block.len() as u32).to_le_bytes());
-        out.extend_from_slice(&block);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -273,10 +315,10 @@ mod tests {
 
     impl Compression {
         fn decompress_stream(self, data: &[u8]) -> io::Result<(Vec<u8>, usize)> {
-            let mut d = self.decoder(data)?;
+            let mut input = Input::new(data);
             let mut out = Vec::new();
-            d.read_to_end(&mut out)?;
-            Ok((out, data.len() - d.rest().len()))
+            self.decoder(&mut input)?.read_to_end(&mut out)?;
+            Ok((out, input.position() as usize))
         }
     }
 
@@ -309,10 +351,18 @@ mod tests {
     #[test]
     fn lz4_legacy_blocks_are_at_most_8mib() {
         let data = vec![7u8; LZ4_LEGACY_BLOCK + 10];
-        let packed = lz4_legacy_encode(&data);
-        assert_eq!(lz4_legacy_decode(&packed).unwrap(), (data.clone(), packed.len()));
+        let packed = Compression::Lz4.compress(&data).unwrap();
+        // The magic, then a whole block and the 10 bytes left over.
+        let first = u32::from_le_bytes(packed[4..8].try_into().unwrap()) as usize;
+        assert!(first <= LZ4_LEGACY_BOUND);
+        let second = u32::from_le_bytes(packed[8 + first..12 + first].try_into().unwrap()) as usize;
+        assert_eq!(12 + first + second, packed.len());
+        assert_eq!(
+            lz4_flex::block::decompress(&packed[8..8 + first], LZ4_LEGACY_BLOCK).unwrap().len(),
+            LZ4_LEGACY_BLOCK
+        );
         assert_eq!(Compression::Lz4.decompress_stream(&packed).unwrap(), (data, packed.len()));
-        assert!(lz4_legacy_decode(b"nope").is_err());
+        assert!(Compression::Lz4.decompress_stream(b"nope").is_err());
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! cpio "newc" (070701) and "crc" (070702) archives, through the `cpio` crate: reading one or
 //! more archives laid end to end (zero padding between them), and writing one back.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
-/// One archive member, with everything newc stores.
+use super::input::Input;
+
+/// One archive member, with everything newc stores. `data` is `None` for a member whose
+/// content was passed over (pv2hvm holds only the files it reads or writes); `size` is the
+/// content's size as the archive has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpioEntry {
     pub name: String,
@@ -17,7 +21,8 @@ pub struct CpioEntry {
     pub dev_minor: u32,
     pub rdev_major: u32,
     pub rdev_minor: u32,
-    pub data: Vec<u8>,
+    pub size: u32,
+    pub data: Option<Vec<u8>>,
 }
 
 pub const S_IFMT: u32 = 0o170000;
@@ -39,6 +44,10 @@ impl CpioEntry {
     pub fn path(&self) -> &str {
         normalize(&self.name)
     }
+    /// The content, when it was held.
+    pub fn data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
+    }
 }
 
 pub fn normalize(name: &str) -> &str {
@@ -55,8 +64,6 @@ const HEADER: usize = 110;
 /// The most members an initramfs may hold in all its archives (README, "Limits"); a real one
 /// has a few thousand.
 pub const MAX_ENTRIES: usize = 1 << 18;
-const CHUNK: usize = 64 << 10;
-static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 /// An archive would unpack to more than its limit; the limit and what crossed it.
 #[derive(Debug, thiserror::Error)]
@@ -66,137 +73,140 @@ pub struct LimitExceeded {
     pub what: String,
 }
 
-/// A reader that can look ahead, counting what it consumed.
-struct Peek<R> {
-    inner: R,
-    buf: Vec<u8>,
-    at: usize,
-    consumed: u64,
-}
-
-impl<R: Read> Peek<R> {
-    /// Up to `n` bytes ahead (fewer only at the end of the input).
-    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
-        if self.buf.len() - self.at < n {
-            self.buf.drain(..self.at);
-            self.at = 0;
-            let mut chunk = vec![0u8; CHUNK.max(n)];
-            while self.buf.len() < n {
-                let k = self.inner.read(&mut chunk)?;
-                if k == 0 {
-                    break;
-                }
-                self.buf.extend_from_slice(&chunk[..k]);
-            }
-        }
-        let end = (self.at + n).min(self.buf.len());
-        Ok(&self.buf[self.at..end])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.at += n;
-        self.consumed += n as u64;
-    }
-
-    fn skip_zeros(&mut self) -> io::Result<()> {
-        loop {
-            let b = self.peek(CHUNK)?;
-            // A whole chunk of zeros (compared at memcmp speed) is the common case of a bomb.
-            let zeros = if b == &ZEROS[..b.len()] { b.len() } else { b.iter().take_while(|&&c| c == 0).count() };
-            let len = b.len();
-            self.consume(zeros);
-            if len == 0 || zeros < len {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Exactly `n` bytes, allocated only as they arrive.
-    fn take_vec(&mut self, n: usize, what: &str) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            let b = self.peek((n - out.len()).min(CHUNK))?;
-            if b.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("cpio: {what} is truncated")));
-            }
-            let k = b.len();
-            out.extend_from_slice(b);
-            self.consume(k);
-        }
-        Ok(out)
-    }
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
 fn hex(field: &[u8]) -> io::Result<u32> {
     std::str::from_utf8(field)
         .ok()
         .and_then(|t| u32::from_str_radix(t, 16).ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "cpio: a header field is not hexadecimal"))
+        .ok_or_else(|| invalid("cpio: a header field is not hexadecimal".into()))
 }
 
-/// Reads consecutive archives from the start of `data`. Returns the entries (trailers left
-/// out) and how many bytes the archives and the zero padding after them took.
-pub fn read_archives(data: &[u8]) -> io::Result<(Vec<CpioEntry>, usize)> {
-    let (entries, used) = read_stream(data, data.len() as u64)?;
-    Ok((entries, used as usize))
+/// The members of consecutive archives (zero padding between them), one header at a time;
+/// each member's content is read, passed on or skipped by the caller, and nothing else is
+/// kept. At most `limit` bytes are unpacked: a member whose header claims more than is left
+/// is refused before anything is read for it, and so is a name longer than `PATH_MAX`.
+pub struct Members<'a, R> {
+    r: &'a mut Input<R>,
+    limit: u64,
+    start: u64,
+    count: usize,
+    /// The current member's name and the content and padding not yet consumed.
+    current: String,
+    data_left: u64,
+    pad_left: u64,
+    in_archive: bool,
+    done: bool,
+    end: u64,
 }
 
-/// Reads consecutive archives from `input`, unpacking at most `limit` bytes: a member whose
-/// header claims more than is left is refused before anything is allocated for it, and so is
-/// a name longer than `PATH_MAX`. Returns the entries and the bytes taken from `input`.
-pub fn read_stream<R: Read>(input: R, limit: u64) -> io::Result<(Vec<CpioEntry>, u64)> {
-    let mut r = Peek { inner: input, buf: Vec::new(), at: 0, consumed: 0 };
-    let mut entries = Vec::new();
-    let mut end = 0u64;
-    loop {
-        r.skip_zeros()?;
-        if !starts_archive(r.peek(6)?) {
-            // Zero padding belongs to the archive before it.
-            if end > 0 {
-                end = r.consumed;
-            }
-            break;
+impl<'a, R: Read> Members<'a, R> {
+    pub fn new(r: &'a mut Input<R>, limit: u64) -> Self {
+        let start = r.position();
+        Members {
+            r,
+            limit,
+            start,
+            count: 0,
+            current: String::new(),
+            data_left: 0,
+            pad_left: 0,
+            in_archive: false,
+            done: false,
+            end: 0,
         }
-        loop {
-            if entries.len() >= MAX_ENTRIES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("cpio: more than {MAX_ENTRIES} members"),
-                ));
+    }
+
+    /// Bytes the archives and the zero padding after them took (so far).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    fn consumed(&self) -> u64 {
+        self.r.position() - self.start
+    }
+
+    /// Skips what is left of the current member.
+    fn finish_member(&mut self) -> io::Result<()> {
+        let (data, pad) = (std::mem::take(&mut self.data_left), std::mem::take(&mut self.pad_left));
+        let what = format!("cpio: {}", self.current);
+        self.r.pass(data, None, &what)?;
+        self.r.pass(pad, None, "cpio: the padding")
+    }
+
+    /// The current member's content, read whole (the caller checked its size).
+    pub fn data(&mut self) -> io::Result<Vec<u8>> {
+        let n = usize::try_from(std::mem::take(&mut self.data_left)).expect("a u32 size");
+        let data = self.r.take_vec(n, &format!("cpio: {}", self.current))?;
+        self.finish_member()?;
+        Ok(data)
+    }
+
+    /// Passes the current member's content to `out`.
+    pub fn copy_data(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        let what = format!("cpio: {}", self.current);
+        self.r.pass(std::mem::take(&mut self.data_left), Some(out), &what)?;
+        self.finish_member()
+    }
+
+    /// The next member's header (its content not read: `data` is `None`), or `None` after
+    /// the last archive.
+    pub fn next_member(&mut self) -> io::Result<Option<CpioEntry>> {
+        self.finish_member()?;
+        while !self.done {
+            if !self.in_archive {
+                self.r.skip_zeros()?;
+                if !starts_archive(self.r.peek(6)?) {
+                    // Zero padding belongs to the archive before it.
+                    if self.end > 0 {
+                        self.end = self.consumed();
+                    }
+                    self.done = true;
+                    break;
+                }
+                self.in_archive = true;
             }
-            let h = r.peek(HEADER)?;
+            if self.count >= MAX_ENTRIES {
+                return Err(invalid(format!("cpio: more than {MAX_ENTRIES} members")));
+            }
+            let h = self.r.peek(HEADER)?;
             if h.len() < HEADER || !starts_archive(h) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "cpio: a truncated or bad header"));
+                return Err(invalid("cpio: a truncated or bad header".into()));
             }
             let f = |i: usize| hex(&h[6 + 8 * i..14 + 8 * i]);
             let (ino, mode, uid, gid, nlink, mtime) = (f(0)?, f(1)?, f(2)?, f(3)?, f(4)?, f(5)?);
             let (size, dev_major, dev_minor, rdev_major, rdev_minor) = (f(6)?, f(7)?, f(8)?, f(9)?, f(10)?);
             let name_len = f(11)? as usize;
             if name_len == 0 || name_len > MAX_NAME {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("cpio: a header claims a name of {name_len} bytes"),
-                ));
+                return Err(invalid(format!("cpio: a header claims a name of {name_len} bytes")));
             }
-            r.consume(HEADER);
-            let mut name = r.take_vec(name_len, "a name")?;
+            self.r.consume(HEADER);
+            let mut name = self.r.take_vec(name_len, "cpio: a name")?;
             if name.pop() != Some(0) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "cpio: a name without its NUL"));
+                return Err(invalid("cpio: a name without its NUL".into()));
             }
-            let name = String::from_utf8(name)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "cpio: a name that is not UTF-8"))?;
-            r.take_vec((HEADER + name_len).next_multiple_of(4) - HEADER - name_len, "the padding")?;
-            let left = limit.saturating_sub(r.consumed);
+            let name = String::from_utf8(name).map_err(|_| invalid("cpio: a name that is not UTF-8".into()))?;
+            let pad = (HEADER + name_len).next_multiple_of(4) - HEADER - name_len;
+            self.r.pass(pad as u64, None, "cpio: the padding")?;
+            let left = self.limit.saturating_sub(self.consumed());
             if u64::from(size) > left {
-                return Err(io::Error::other(LimitExceeded { limit, what: format!("member {name} of {size} bytes") }));
+                let what = format!("member {name} of {size} bytes");
+                return Err(io::Error::other(LimitExceeded { limit: self.limit, what }));
             }
-            let data = r.take_vec(size as usize, &name)?;
-            r.take_vec((size as usize).next_multiple_of(4) - size as usize, "the padding")?;
-            if name == "TRAILER!!!" {
-                break;
+            self.data_left = u64::from(size);
+            self.pad_left = u64::from(size.next_multiple_of(4) - size);
+            self.current = name;
+            if self.current == "TRAILER!!!" {
+                self.finish_member()?;
+                self.in_archive = false;
+                self.end = self.consumed();
+                continue;
             }
-            entries.push(CpioEntry {
-                name,
+            self.count += 1;
+            return Ok(Some(CpioEntry {
+                name: self.current.clone(),
                 ino,
                 mode,
                 uid,
@@ -207,38 +217,89 @@ pub fn read_stream<R: Read>(input: R, limit: u64) -> io::Result<(Vec<CpioEntry>,
                 dev_minor,
                 rdev_major,
                 rdev_minor,
-                data,
-            });
+                size,
+                data: None,
+            }));
         }
-        end = r.consumed;
+        Ok(None)
     }
-    Ok((entries, end))
 }
 
-/// Writes one newc archive with a trailer, padded to a 512-byte block as cpio(1) does.
+/// Reads consecutive archives from the start of `data`. Returns the entries (trailers left
+/// out) with their content, and how many bytes the archives and the zero padding after them
+/// took.
+pub fn read_archives(data: &[u8]) -> io::Result<(Vec<CpioEntry>, usize)> {
+    let (entries, used) = read_stream(data, data.len() as u64)?;
+    Ok((entries, used as usize))
+}
+
+/// Reads consecutive archives from `input`, unpacking at most `limit` bytes (see
+/// [`Members`]), every member with its content. Returns the entries and the bytes taken.
+pub fn read_stream<R: Read>(input: R, limit: u64) -> io::Result<(Vec<CpioEntry>, u64)> {
+    let mut input = Input::new(input);
+    let mut members = Members::new(&mut input, limit);
+    let mut entries = Vec::new();
+    while let Some(mut e) = members.next_member()? {
+        e.data = Some(members.data()?);
+        entries.push(e);
+    }
+    Ok((entries, members.end()))
+}
+
+/// Writes one member: its header, then `size` bytes from `content` (which must have them),
+/// then the padding.
+pub fn write_member(
+    out: &mut dyn Write,
+    e: &CpioEntry,
+    size: u32,
+    content: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut w = cpio::newc::Builder::new(&e.name)
+        .ino(e.ino)
+        .mode(e.mode)
+        .uid(e.uid)
+        .gid(e.gid)
+        .nlink(e.nlink)
+        .mtime(e.mtime)
+        .dev_major(e.dev_major)
+        .dev_minor(e.dev_minor)
+        .rdev_major(e.rdev_major)
+        .rdev_minor(e.rdev_minor)
+        .write(out, size);
+    content(&mut w)?;
+    w.finish()?;
+    Ok(())
+}
+
+/// Writes a held member (its `data`).
+pub fn write_held(out: &mut dyn Write, e: &CpioEntry) -> io::Result<()> {
+    let data = e
+        .data()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: its content was not read", e.name)))?;
+    let size = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{} is over 4 GiB", e.name)))?;
+    write_member(out, e, size, &mut |w| w.write_all(data))
+}
+
+/// Ends an archive that `written` bytes went into so far: the trailer, and zeros up to a
+/// 512-byte block as cpio(1) does.
+pub fn write_trailer(out: &mut dyn Write, written: u64) -> io::Result<()> {
+    let mut trailer = Vec::new();
+    cpio::newc::trailer(&mut trailer)?;
+    let total = written + trailer.len() as u64;
+    let pad = total.next_multiple_of(512) - total;
+    trailer.extend(std::iter::repeat_n(0, pad as usize));
+    out.write_all(&trailer)
+}
+
+/// Writes one newc archive of held members, with a trailer, padded to a 512-byte block.
 pub fn write_archive(entries: &[CpioEntry]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     for e in entries {
-        let size = u32::try_from(e.data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{} is over 4 GiB", e.name)))?;
-        let mut w = cpio::newc::Builder::new(&e.name)
-            .ino(e.ino)
-            .mode(e.mode)
-            .uid(e.uid)
-            .gid(e.gid)
-            .nlink(e.nlink)
-            .mtime(e.mtime)
-            .dev_major(e.dev_major)
-            .dev_minor(e.dev_minor)
-            .rdev_major(e.rdev_major)
-            .rdev_minor(e.rdev_minor)
-            .write(&mut out, size);
-        io::Write::write_all(&mut w, &e.data)?;
-        w.finish()?;
+        write_held(&mut out, e)?;
     }
-    cpio::newc::trailer(&mut out)?;
-    let pad = out.len().next_multiple_of(512) - out.len();
-    out.extend(std::iter::repeat_n(0, pad));
+    let n = out.len() as u64;
+    write_trailer(&mut out, n)?;
     Ok(out)
 }
 
@@ -259,7 +320,8 @@ mod tests {
             dev_minor: 0,
             rdev_major: 0,
             rdev_minor: 0,
-            data: data.to_vec(),
+            size: data.len() as u32,
+            data: Some(data.to_vec()),
         }
     }
 

@@ -6,21 +6,25 @@
 
 pub mod compress;
 pub mod cpio;
+pub mod input;
 pub mod kmod_index;
+
+use std::io::{self, Read, Write};
 
 pub use compress::{Compression, Level};
 pub use cpio::CpioEntry;
 
 use cpio::{S_IFDIR, S_IFREG};
+use input::{Counting, Input};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
     #[error("unrecognised data at offset {offset} (not cpio, nor a known compression)")]
-    Unrecognised { offset: usize },
+    Unrecognised { offset: u64 },
     #[error("{compression} stream at offset {offset}: {err}")]
-    Decompress { compression: &'static str, offset: usize, err: std::io::Error },
+    Decompress { compression: &'static str, offset: u64, err: std::io::Error },
     #[error("cpio archive at offset {offset}: {err}")]
-    Cpio { offset: usize, err: std::io::Error },
+    Cpio { offset: u64, err: std::io::Error },
     #[error("the initramfs holds no files")]
     Empty,
     #[error("re-encoding as {compression}: {err}")]
@@ -28,9 +32,13 @@ pub enum InitramfsError {
     #[error(
         "refused as a decompression bomb: the archive at offset {offset} unpacks beyond the limit for a {size}-byte initramfs ({MAX_RATIO} times its size, at least {MIN_UNPACKED} and at most {MAX_UNPACKED} bytes): {err}"
     )]
-    TooLarge { offset: usize, size: usize, err: cpio::LimitExceeded },
+    TooLarge { offset: u64, size: u64, err: cpio::LimitExceeded },
     #[error("{0} bytes, more than the {MAX_UNPACKED} bytes an initramfs may unpack to")]
     FileTooLarge(u64),
+    #[error("reading it at offset {offset}: {err}")]
+    Read { offset: u64, err: std::io::Error },
+    #[error("writing the new initramfs: {0}")]
+    Write(std::io::Error),
 }
 
 /// The most an initramfs may unpack to, in all (README, "Limits").
@@ -39,10 +47,26 @@ pub const MAX_UNPACKED: u64 = 1 << 30;
 pub const MAX_RATIO: u64 = 100;
 /// ... but never less than this, so small files are not refused.
 pub const MIN_UNPACKED: u64 = 64 << 20;
+/// The most bytes the names of its members may take, in all (README, "Limits"): they are
+/// kept while the rest of each member is passed over. A real one has well under 1 MiB.
+pub const MAX_NAME_BYTES: u64 = 16 << 20;
+/// The most bytes of its own files pv2hvm holds to read or extend them (README, "Limits"):
+/// `init`, `conf/modules` and the text indexes `modules.dep`, `.alias`, `.symbols`, `.order`.
+pub const MAX_HELD: u64 = 64 << 20;
 
 /// What an initramfs of `size` bytes may unpack to.
-pub fn unpack_limit(size: usize) -> u64 {
-    (size as u64).saturating_mul(MAX_RATIO).clamp(MIN_UNPACKED, MAX_UNPACKED)
+pub fn unpack_limit(size: u64) -> u64 {
+    size.saturating_mul(MAX_RATIO).clamp(MIN_UNPACKED, MAX_UNPACKED)
+}
+
+/// Whether pv2hvm reads (and so holds) the content of the member at `path`.
+fn held(path: &str) -> bool {
+    path == "init"
+        || path == "conf/modules"
+        || matches!(
+            path.rsplit('/').next(),
+            Some("modules.dep" | "modules.alias" | "modules.symbols" | "modules.order")
+        )
 }
 
 /// Counts what a decoder yields and fails once it passes `left`.
@@ -54,13 +78,13 @@ struct Limited<R> {
     failed: bool,
 }
 
-impl<R: std::io::Read> Limited<R> {
+impl<R: Read> Limited<R> {
     fn inner_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.inner.read(buf).inspect_err(|_| self.failed = true)
     }
 }
 
-impl<R: std::io::Read> std::io::Read for Limited<R> {
+impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.left == 0 {
             let mut probe = [0u8; 1];
@@ -85,86 +109,146 @@ fn limit_hit(err: &std::io::Error) -> Option<cpio::LimitExceeded> {
     Some(cpio::LimitExceeded { limit: inner.limit, what: inner.what.clone() })
 }
 
-/// One archive run (compressed or not) with the bytes it came from.
+/// What the members of all archives may take in memory, as far as used.
+#[derive(Default)]
+struct Budget {
+    /// Hold every member's content, not only those pv2hvm reads.
+    all: bool,
+    entries: usize,
+    names: u64,
+    held: u64,
+}
+
+impl Budget {
+    /// Reads the members of `m`, holding the content of those pv2hvm reads.
+    fn collect<R: Read>(&mut self, m: &mut cpio::Members<'_, R>) -> io::Result<Vec<CpioEntry>> {
+        let over = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+        let mut entries = Vec::new();
+        while let Some(mut e) = m.next_member()? {
+            self.entries += 1;
+            self.names += e.name.len() as u64;
+            if self.entries > cpio::MAX_ENTRIES {
+                return Err(over(format!("cpio: more than {} members in all", cpio::MAX_ENTRIES)));
+            }
+            if self.names > MAX_NAME_BYTES {
+                return Err(over(format!("cpio: member names of more than {MAX_NAME_BYTES} bytes in all")));
+            }
+            if self.all || (e.is_file() && held(e.path())) {
+                self.held += u64::from(e.size);
+                if self.held > MAX_HELD {
+                    return Err(over(format!(
+                        "cpio: {} of {} bytes takes the files pv2hvm reads (init, conf/modules, modules.*) past {MAX_HELD} bytes in all",
+                        e.name, e.size
+                    )));
+                }
+                e.data = Some(m.data()?);
+            }
+            entries.push(e);
+        }
+        Ok(entries)
+    }
+}
+
+/// One archive run (compressed or not): where it is in the file and its members.
 #[derive(Clone, Debug)]
 pub struct Segment {
-    pub offset: usize,
+    pub offset: u64,
     pub compression: Compression,
-    /// The original bytes, including the padding after them.
-    raw: Vec<u8>,
+    /// The bytes it takes in the file, with the padding after it (0 for an appended one).
+    len: u64,
     pub entries: Vec<CpioEntry>,
+    /// How many of `entries` the file has (the rest were added).
+    original: usize,
+    /// Appended by [`Initramfs::append_segment`], not in the file.
+    appended: bool,
     pub changed: bool,
     /// How hard to compress it when it is written again.
     pub level: Level,
 }
 
+/// An initramfs as read: its segments and members, the content only of the members pv2hvm
+/// reads. Writing it ([`Initramfs::write_to`]) reads the file again and passes the rest
+/// through.
 #[derive(Clone, Debug)]
 pub struct Initramfs {
     pub segments: Vec<Segment>,
 }
 
 impl Initramfs {
-    /// Parses an initramfs, unpacking at most [`unpack_limit`] of its size: decompression is
-    /// streamed, and a member is allocated only once its header has been checked against
-    /// what is left of that limit.
+    /// Parses an initramfs held in memory (see [`parse_from`](Self::parse_from)).
     pub fn parse(data: &[u8]) -> Result<Self, InitramfsError> {
-        let mut segments = Vec::new();
-        let mut pos = 0usize;
-        let limit = unpack_limit(data.len());
+        Self::parse_from(data, data.len() as u64)
+    }
+
+    /// Parses the `size`-byte initramfs read from `input`, to its end, unpacking at most
+    /// [`unpack_limit`] of its size: decompression is streamed, a member is passed over
+    /// unless pv2hvm reads it, and one is held only once its header has been checked against
+    /// what is left of that limit and of [`MAX_HELD`].
+    pub fn parse_from(input: impl Read, size: u64) -> Result<Self, InitramfsError> {
+        Self::parse_with(input, size, Budget::default())
+    }
+
+    /// Parses an initramfs held in memory with the content of every member (for tests and
+    /// tools that compare contents), still at most [`MAX_HELD`] of it.
+    pub fn parse_holding_all(data: &[u8]) -> Result<Self, InitramfsError> {
+        Self::parse_with(data, data.len() as u64, Budget { all: true, ..Budget::default() })
+    }
+
+    fn parse_with(input: impl Read, size: u64, mut budget: Budget) -> Result<Self, InitramfsError> {
+        let mut input = Input::new(input);
+        let mut segments: Vec<Segment> = Vec::new();
+        let limit = unpack_limit(size);
         let mut left = limit;
-        while pos < data.len() {
-            let zeros = data[pos..].iter().take_while(|&&b| b == 0).count();
-            if zeros > 0 {
-                if let Some(Segment { raw, .. }) = segments.last_mut() {
-                    raw.extend_from_slice(&data[pos..pos + zeros]);
-                }
-                pos += zeros;
-                continue;
+        loop {
+            let read = |offset, err| InitramfsError::Read { offset, err };
+            let at = input.position();
+            let zeros = input.skip_zeros().map_err(|e| read(at, e))?;
+            if let Some(s) = segments.last_mut() {
+                s.len += zeros;
             }
-            let offset = pos;
-            let compression = Compression::detect(&data[pos..]).ok_or(InitramfsError::Unrecognised { offset })?;
-            let (entries, used) = if compression == Compression::None {
-                let (entries, used) =
-                    cpio::read_archives(&data[pos..]).map_err(|err| InitramfsError::Cpio { offset, err })?;
-                left = left.saturating_sub(used as u64);
-                (entries, used)
+            let offset = input.position();
+            let head = input.peek(6).map_err(|e| read(offset, e))?;
+            if head.is_empty() {
+                break;
+            }
+            let compression = Compression::detect(head).ok_or(InitramfsError::Unrecognised { offset })?;
+            let entries = if compression == Compression::None {
+                let mut m = cpio::Members::new(&mut input, size.saturating_sub(offset));
+                let entries = budget.collect(&mut m).map_err(|err| InitramfsError::Cpio { offset, err })?;
+                left = left.saturating_sub(m.end());
+                entries
             } else {
-                let bomb = |err| InitramfsError::TooLarge { offset, size: data.len(), err };
+                let bomb = |err| InitramfsError::TooLarge { offset, size, err };
                 let decompress = |err: std::io::Error| match limit_hit(&err) {
                     Some(hit) => bomb(hit),
                     None => InitramfsError::Decompress { compression: compression.name(), offset, err },
                 };
-                let decoder = compression.decoder(&data[pos..]).map_err(decompress)?;
-                let mut plain = Limited { inner: decoder, left, limit, failed: false };
-                let (entries, _) = match cpio::read_stream(&mut plain, left) {
-                    Ok(read) => read,
+                let decoder = compression.decoder(&mut input).map_err(decompress)?;
+                let mut plain = Input::new(Limited { inner: decoder, left, limit, failed: false });
+                let mut m = cpio::Members::new(&mut plain, left);
+                let entries = match budget.collect(&mut m) {
+                    Ok(entries) => entries,
                     Err(err) => {
                         return Err(match limit_hit(&err) {
                             Some(hit) => bomb(cpio::LimitExceeded { limit, what: hit.what }),
                             // A decoder's own failure is reported as such; else the cpio is bad.
-                            None if plain.failed => decompress(err),
+                            None if plain.get_mut().failed => decompress(err),
                             None => InitramfsError::Cpio { offset, err },
                         });
                     }
                 };
                 // What follows the archives in the stream (padding) still counts.
                 std::io::copy(&mut plain, &mut std::io::sink()).map_err(decompress)?;
-                left = plain.left;
-                let used = data.len() - pos - plain.inner.rest().len();
-                (entries, used)
+                left = plain.into_inner().left;
+                entries
             };
-            if used == 0 {
+            let len = input.position() - offset;
+            if len == 0 {
                 return Err(InitramfsError::Unrecognised { offset });
             }
-            segments.push(Segment {
-                offset,
-                compression,
-                raw: data[pos..pos + used].to_vec(),
-                entries,
-                changed: false,
-                level: Level::Default,
-            });
-            pos += used;
+            let original = entries.len();
+            let (changed, appended, level) = (false, false, Level::Default);
+            segments.push(Segment { offset, compression, len, entries, original, appended, changed, level });
         }
         if segments.iter().all(|s| s.entries.is_empty()) {
             return Err(InitramfsError::Empty);
@@ -205,43 +289,121 @@ impl Initramfs {
     /// kernel unpacks every archive in order and a later file replaces an earlier one of the
     /// same name, so files put here override the original's while its bytes stay unchanged.
     pub fn append_segment(&mut self, compression: Compression, level: Level) -> &mut Segment {
-        let offset = self.segments.last().map_or(0, |s| s.offset + s.raw.len());
-        self.segments.push(Segment { offset, compression, raw: Vec::new(), entries: Vec::new(), changed: true, level });
+        let offset = self.segments.last().map_or(0, |s| s.offset + s.len);
+        self.segments.push(Segment {
+            offset,
+            compression,
+            len: 0,
+            entries: Vec::new(),
+            original: 0,
+            appended: true,
+            changed: true,
+            level,
+        });
         let last = self.segments.len() - 1;
         &mut self.segments[last]
     }
 
-    /// Serialises: unchanged segments byte for byte, changed ones re-encoded.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, InitramfsError> {
-        let mut out = Vec::new();
+    /// Writes the initramfs to `out`, reading the file it was parsed from again from
+    /// `source` (from its start): unchanged segments byte for byte, changed ones re-encoded
+    /// as they stream through, the members pv2hvm did not touch passed over from the
+    /// original. Returns the bytes written.
+    pub fn write_to(&self, source: impl Read, out: &mut dyn Write) -> Result<u64, InitramfsError> {
+        let mut input = Input::new(source);
+        let mut out = Counting { inner: out, count: 0 };
         for s in &self.segments {
-            if !s.changed {
-                out.extend_from_slice(&s.raw);
-                continue;
-            }
             let enc = |err| InitramfsError::Encode { compression: s.compression.name(), err };
-            let plain = cpio::write_archive(&s.entries).map_err(enc)?;
-            let packed = s.compression.compress_at(&plain, s.level).map_err(enc)?;
+            let read = |err| InitramfsError::Read { offset: s.offset, err };
+            if !s.appended {
+                let gap = s.offset.checked_sub(input.position()).ok_or_else(|| read(shorter()))?;
+                // Zeros before the first archive are kept as they are.
+                input.pass(gap, Some(&mut out), "the initramfs").map_err(read)?;
+                if !s.changed {
+                    input.pass(s.len, Some(&mut out), "the initramfs").map_err(read)?;
+                    continue;
+                }
+            }
             // The kernel reads an uncompressed cpio archive only at a 4-byte aligned offset; a
             // compressed one starts anywhere, and padding before it would make gzip (and so
             // initramfs-tools' unmkinitramfs) take it for trailing garbage.
             if s.compression == Compression::None {
-                let pad = out.len().next_multiple_of(4) - out.len();
-                out.extend(std::iter::repeat_n(0, pad));
+                let pad = out.count.next_multiple_of(4) - out.count;
+                out.write_all(&vec![0; pad as usize]).map_err(InitramfsError::Write)?;
             }
-            out.extend_from_slice(&packed);
+            if s.appended {
+                let plain = cpio::write_archive(&s.entries).map_err(enc)?;
+                let packed = s.compression.compress_at(&plain, s.level).map_err(enc)?;
+                out.write_all(&packed).map_err(InitramfsError::Write)?;
+            } else {
+                s.rebuild(&mut input, &mut out)?;
+                let rest = (s.offset + s.len).checked_sub(input.position()).ok_or_else(|| read(shorter()))?;
+                input.pass(rest, None, "the initramfs").map_err(read)?;
+            }
         }
+        out.flush().map_err(InitramfsError::Write)?;
+        Ok(out.count)
+    }
+
+    /// [`write_to`](Self::write_to) into memory, from the original bytes.
+    pub fn to_vec(&self, original: &[u8]) -> Result<Vec<u8>, InitramfsError> {
+        let mut out = Vec::new();
+        self.write_to(original, &mut out)?;
         Ok(out)
     }
 }
 
+fn shorter() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "it is not the initramfs that was read")
+}
+
 impl Segment {
+    /// Re-encodes this segment of the file, whose start `input` stands at: its members in
+    /// order, each held one from memory and the others from the original's stream, then the
+    /// members added.
+    fn rebuild<R: Read>(&self, input: &mut Input<R>, out: &mut dyn Write) -> Result<(), InitramfsError> {
+        let enc = |err| InitramfsError::Encode { compression: self.compression.name(), err };
+        let offset = self.offset;
+        let mut encoder = self.compression.encoder(&mut *out, self.level).map_err(enc)?;
+        let mut w = Counting { inner: &mut encoder, count: 0 };
+        let result = if self.compression == Compression::None {
+            self.write_members(&mut cpio::Members::new(input, u64::MAX), &mut w)
+        } else {
+            let decoder = self.compression.decoder(input).map_err(enc)?;
+            let mut plain = Input::new(decoder);
+            self.write_members(&mut cpio::Members::new(&mut plain, u64::MAX), &mut w)
+        };
+        result.map_err(|err| InitramfsError::Cpio { offset, err })?;
+        let n = w.count;
+        cpio::write_trailer(&mut w, n).map_err(enc)?;
+        encoder.finish().map_err(enc)?;
+        Ok(())
+    }
+
+    /// Writes the members in order: those the file has from `m` (checked against it) unless
+    /// held, then those added.
+    fn write_members<R: Read>(&self, m: &mut cpio::Members<'_, R>, w: &mut dyn Write) -> io::Result<()> {
+        for (i, e) in self.entries.iter().enumerate() {
+            if i < self.original {
+                let found = m.next_member()?;
+                if found.as_ref().map(|f| &f.name) != Some(&e.name) {
+                    return Err(shorter());
+                }
+                if e.data.is_none() {
+                    cpio::write_member(w, e, e.size, &mut |w| m.copy_data(w))?;
+                    continue;
+                }
+            }
+            cpio::write_held(w, e)?;
+        }
+        Ok(())
+    }
+
     fn prefix(&self) -> &'static str {
         if self.entries.iter().any(|e| e.name.starts_with("./")) { "./" } else { "" }
     }
 
     fn next_ino(&self) -> u32 {
-        self.entries.iter().map(|e| e.ino).max().unwrap_or(0) + 1
+        self.entries.iter().map(|e| e.ino).max().unwrap_or(0).saturating_add(1)
     }
 
     pub fn find_mut(&mut self, path: &str) -> Option<&mut CpioEntry> {
@@ -270,7 +432,8 @@ impl Segment {
     /// Adds or replaces a regular file (its directories created first).
     pub fn put_file(&mut self, path: &str, mode: u32, data: Vec<u8>) {
         if let Some(e) = self.find_mut(path) {
-            e.data = data;
+            e.size = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            e.data = Some(data);
             e.mode = S_IFREG | (mode & 0o7777);
             e.nlink = 1;
         } else {
@@ -298,7 +461,8 @@ fn new_entry(name: String, ino: u32, mode: u32, data: Vec<u8>) -> CpioEntry {
         dev_minor: 0,
         rdev_major: 0,
         rdev_minor: 0,
-        data,
+        size: u32::try_from(data.len()).unwrap_or(u32::MAX),
+        data: Some(data),
     }
 }
 
@@ -315,6 +479,53 @@ mod tests {
         cpio::write_archive(&entries).unwrap()
     }
 
+    /// 3 MiB that compress, not all alike.
+    fn big_member() -> Vec<u8> {
+        (0..3u32 << 20).map(|i| (i / 4096 % 251) as u8 ^ (i % 7) as u8).collect()
+    }
+
+    /// Every member of the one compressed stream at the start of `data`, with its content.
+    fn unpack(c: Compression, data: &[u8]) -> Vec<CpioEntry> {
+        let mut input = Input::new(data);
+        cpio::read_stream(c.decoder(&mut input).unwrap(), u64::MAX).unwrap().0
+    }
+
+    #[test]
+    fn appended_archive_keeps_the_original_bytes() {
+        let original =
+            Compression::Gzip.compress(&archive(&[("init", b"#!/bin/sh\n"), ("big", &big_member())])).unwrap();
+        let mut ird = Initramfs::parse(&original).unwrap();
+        ird.append_segment(Compression::Gzip, Level::Fast).put_file(
+            "lib/modules/6.1/modules.dep",
+            0o644,
+            b"a.ko:\n".to_vec(),
+        );
+        let out = ird.to_vec(&original).unwrap();
+        assert_eq!(&out[..original.len()], &original[..]);
+        let again = Initramfs::parse(&out).unwrap();
+        assert_eq!(again.segments.len(), 2);
+        assert_eq!(again.find("lib/modules/6.1/modules.dep").unwrap().data(), Some(&b"a.ko:\n"[..]));
+        // Written from a different file, it is refused rather than mixed.
+        let other = Compression::Gzip.compress(&archive(&[("init", b"x")])).unwrap();
+        assert!(!ird.main_segment().changed && ird.to_vec(&other).is_err());
+    }
+
+    #[test]
+    fn held_files_and_names_are_bounded() {
+        // conf/modules is held: one past the budget is refused before it is read.
+        let mut claim = archive(&[("conf/modules", b"")]);
+        let size = format!("{:08x}", MAX_HELD + 1);
+        claim[54..62].copy_from_slice(size.as_bytes());
+        let err = Initramfs::parse_from(&claim[..], 1 << 30).unwrap_err();
+        assert!(err.to_string().contains("files pv2hvm reads"), "{err}");
+        // Names: 16 MiB of them in all is the most.
+        let name = "n".repeat(4000);
+        let files: Vec<(String, &[u8])> = (0..4300).map(|i| (format!("{name}{i}"), &b""[..])).collect();
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        let err = Initramfs::parse(&archive(&files)).unwrap_err();
+        assert!(err.to_string().contains("member names of more than"), "{err}");
+    }
+
     #[test]
     fn microcode_then_compressed_main_archive() {
         for c in [
@@ -327,20 +538,30 @@ mod tests {
         ] {
             let mut data = archive(&[("kernel/x86/microcode/AuthenticAMD.bin", b"ucode")]);
             let early_len = data.len();
-            data.extend(c.compress(&archive(&[("init", b"#!/bin/sh\n"), ("conf/modules", b"")])).unwrap());
+            let big = big_member();
+            let main = archive(&[("init", b"#!/bin/sh\n"), ("big", &big), ("conf/modules", b"")]);
+            data.extend(c.compress(&main).unwrap());
             data.extend([0u8; 8]);
             let mut ird = Initramfs::parse(&data).unwrap();
             assert_eq!(ird.segments.len(), 2, "{c:?}");
             assert_eq!(ird.compression(), c);
-            assert_eq!(ird.find("init").unwrap().data, b"#!/bin/sh\n");
-            assert_eq!(ird.to_bytes().unwrap(), data, "unchanged: byte for byte");
+            assert_eq!(ird.find("init").unwrap().data(), Some(&b"#!/bin/sh\n"[..]));
+            assert_eq!(ird.find("big").unwrap().data(), None, "passed over, not held");
+            assert_eq!(ird.to_vec(&data).unwrap(), data, "unchanged: byte for byte");
 
             ird.main_segment().put_file("usr/lib/modules/6.1/kernel/drivers/nvme/host/nvme.ko", 0o644, b"ELF".to_vec());
-            let rebuilt = ird.to_bytes().unwrap();
+            ird.main_segment().put_file("conf/modules", 0o644, b"nvme\n".to_vec());
+            let rebuilt = ird.to_vec(&data).unwrap();
             assert_eq!(&rebuilt[..early_len], &data[..early_len], "the early archive is kept");
             let again = Initramfs::parse(&rebuilt).unwrap();
             assert_eq!(again.segments[1].compression, c);
-            assert_eq!(again.find("usr/lib/modules/6.1/kernel/drivers/nvme/host/nvme.ko").unwrap().data, b"ELF");
+            assert_eq!(again.find("usr/lib/modules/6.1/kernel/drivers/nvme/host/nvme.ko").unwrap().size, 3);
+            let all = unpack(c, &rebuilt[early_len..]);
+            let content = |p: &str| all.iter().find(|e| e.path() == p).and_then(|e| e.data.clone()).unwrap();
+            assert_eq!(content("usr/lib/modules/6.1/kernel/drivers/nvme/host/nvme.ko"), b"ELF");
+            assert_eq!(content("conf/modules"), b"nvme\n", "a held member replaced");
+            assert_eq!(content("big"), big_member(), "a member passed through from the original");
+            assert_eq!(content("init"), b"#!/bin/sh\n");
             let dirs: Vec<&str> = again.entries().filter(|e| e.is_dir()).map(|e| e.path()).collect();
             assert_eq!(
                 dirs,
@@ -380,7 +601,7 @@ mod tests {
         // A 60 MiB archive of 1 MiB is well within the limit's floor.
         let big = Compression::Gzip.compress(&archive(&[("init", &vec![0u8; 60 << 20])])).unwrap();
         assert!(big.len() < 1 << 20);
-        assert_eq!(Initramfs::parse(&big).unwrap().find("init").unwrap().data.len(), 60 << 20);
+        assert_eq!(Initramfs::parse(&big).unwrap().find("init").unwrap().data().unwrap().len(), 60 << 20);
         assert_eq!(unpack_limit(28 << 20), MAX_UNPACKED);
         assert_eq!(unpack_limit(2 << 20), 200 << 20);
     }

@@ -19,12 +19,40 @@ fn tag<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
 }
 
 fn seed(m: &Moto, image: &Path, n: usize, extra: &[&str]) -> Vec<String> {
+    seeded(m, image, n, extra).0
+}
+
+/// The instances seeded, and the snapshot of their AMI. Each instance's root volume holds its
+/// own data (tests/aws/tool.py): the image plus /etc/pv2hvm-volume naming the instance.
+fn seeded(m: &Moto, image: &Path, n: usize, extra: &[&str]) -> (Vec<String>, String) {
     let mut args = vec!["fleet-seed", image.to_str().unwrap()];
     let count = n.to_string();
     args.push(&count);
     args.extend(extra);
     let v = m.tool_json(&args);
-    v["instances"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect()
+    let ids = v["instances"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect();
+    (ids, v["snapshot"].as_str().unwrap().to_string())
+}
+
+/// The root snapshot of `ami` (its /dev/xvda mapping).
+fn root_of(state: &serde_json::Value, ami: &str) -> String {
+    let img = state["images"].as_array().unwrap().iter().find(|i| i["ImageId"] == ami).unwrap_or_else(|| panic!("{ami}"));
+    let maps = img["BlockDeviceMappings"].as_array().unwrap();
+    maps.iter().find(|b| b["DeviceName"] == "/dev/xvda").unwrap()["Ebs"]["SnapshotId"].as_str().unwrap().to_string()
+}
+
+/// `ami`'s root is the converted disk of `inst`'s own volume: its own file names it, the
+/// bootloader config is rewritten with the original kept, and e2fsck finds it clean. `copy` is
+/// a copy of the fixture (the AMI snapshot `base`), put back afterwards.
+fn assert_converted_root(m: &Moto, state: &serde_json::Value, ami: &str, inst: &str, base: &str, copy: &Path) {
+    let changed = m.apply(base, &root_of(state, ami), copy);
+    let t = copy.display().to_string();
+    assert_eq!(guest_cat(&t, "/etc/pv2hvm-volume"), format!("volume of {inst}\n"), "{ami} of {inst}");
+    let menu = guest_cat(&t, "/boot/grub/menu.lst");
+    assert!(menu.contains("root=UUID=") && menu.contains("console=ttyS0"), "{ami} of {inst}: {menu}");
+    assert!(guest_exists(&t, "/boot/grub/menu.lst.pv2hvm-orig"), "{ami} of {inst}");
+    e2fsck_clean(&t);
+    common::moto::restore(copy, &fixture_cloud(), &changed);
 }
 
 /// The pv2hvm AMIs of the home region: (source, spec hash) → AMI ids.
@@ -233,7 +261,7 @@ fn expect(name: &str, got: &str) {
 fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     let m = Moto::start();
     let dir = tempfile::tempdir().unwrap();
-    let good = seed(&m, &fixture_cloud(), 10, &[]);
+    let (good, base) = seeded(&m, &fixture_cloud(), 10, &[]);
     // A Xen PV-only kernel, and an instance-store root.
     let xen = copy_sparse(&fixture_cloud(), dir.path(), "xen.img");
     let t = xen.display().to_string();
@@ -266,9 +294,14 @@ fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     assert!(stdout(&out).contains("10 done, 2 failed this run"), "{}", stdout(&out));
     let made = amis(&m);
     assert_eq!(made.len(), 10);
+    // Each AMI is the converted disk of its own instance's volume (they all differ).
+    let state = m.tool_json(&["state"]);
+    let copy = copy_sparse(&fixture_cloud(), dir.path(), "check.img");
     for id in &good {
         let n: usize = made.iter().filter(|((s, _), _)| s == id).map(|(_, v)| v.len()).sum();
         assert_eq!(n, 1, "{id}");
+        let ami = made.iter().find(|((s, _), _)| s == id).unwrap().1[0].clone();
+        assert_converted_root(&m, &state, &ami, id, &base, &copy);
     }
     assert_no_orphans(&m);
     let s = status(&m, &journal);

@@ -80,6 +80,19 @@ fn root_volume(state: &serde_json::Value, id: &str) -> String {
     maps.iter().find(|b| b["DeviceName"] == root).unwrap()["Ebs"]["VolumeId"].as_str().unwrap().to_string()
 }
 
+/// When the injected faults of `op` were dealt, by their key (a block: "snap-… 12"), from the
+/// fault log ("OP KIND TIME KEY" lines).
+fn dealt_times(log: &Path, op: &str) -> std::collections::BTreeMap<String, Vec<f64>> {
+    let mut out: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let w: Vec<&str> = line.split(' ').collect();
+        if w[0] == op && w.len() >= 3 {
+            out.entry(w[3..].join(" ")).or_default().push(w[2].parse().unwrap());
+        }
+    }
+    out
+}
+
 /// What the strict server saw pv2hvm call, and what settled when, in order ("call …",
 /// "settled …" lines of its log).
 fn server_calls(m: &Moto) -> Vec<String> {
@@ -249,7 +262,7 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
 
     // Every put fails: the run stops with exit 7 and names its run id; what it wrote stays
     // tagged until cleanup, and nothing was registered.
-    m.inject("put=100000:500");
+    let log = m.inject("put=100000:500");
     let out = m
         .pv2hvm()
         .args(["migrate", inst, "--yes", "-q", "--run-id", "interrupted", "--work-dir"])
@@ -259,6 +272,21 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("cleanup --run-id interrupted") && err.lines().count() == 1, "{err}");
+    // Each block was tried at most 10 times, the documented cap, and the error says so; the
+    // delays between tries rose from 50-100 ms, doubling, to 2.5-5 s (the server's own times).
+    assert!(err.contains("(after 10 attempts)"), "{err}");
+    let puts = dealt_times(&log, "put");
+    assert!(puts.values().all(|t| t.len() <= 10), "{puts:?}");
+    // (The run stops at the first block out of tries; the others were stopped in their
+    // retries. A block's first logged try may be its third, after the server's own transients:
+    // counting from 1 gives lower bounds that still hold.)
+    assert!(puts.values().any(|t| t.len() >= 8), "{puts:?}");
+    for (block, times) in &puts {
+        for (attempt, w) in (1..).zip(times.windows(2)) {
+            let least = (0.1 * 2f64.powi(attempt - 1)).min(5.0) / 2.0;
+            assert!(w[1] - w[0] >= least - 0.005, "{block}: {:.3} s after try {attempt}, under {least} s", w[1] - w[0]);
+        }
+    }
     let left = m.tool_json(&["state"]);
     assert_eq!(ids(&left, "images", "ImageId"), ids(&before, "images", "ImageId"));
     let tagged = |s: &serde_json::Value| {
@@ -314,6 +342,7 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
     // retry helps). The instance was stopped (and had settled) before the snapshot was asked
     // for; it stays stopped, tagged with the run that stopped it.
     let vol = root_volume(&before, inst);
+    let mark = server_calls(&m).len();
     m.inject("CreateSnapshot=1:denied");
     let out = m
         .pv2hvm()
@@ -322,8 +351,8 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    assert!(stderr(&out).contains("UnauthorizedOperation"), "{}", stderr(&out));
-    let calls = server_calls(&m);
+    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+    let calls = server_calls(&m).split_off(mark);
     let at = |what: &str| calls.iter().position(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {calls:?}"));
     let snapshot_call = at(&format!("call CreateSnapshot {vol} {inst} "));
     assert!(at(&format!("call StopInstances {inst} ")) < at(&format!("settled {inst} stopped ")), "{calls:?}");
@@ -334,13 +363,17 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
     let i = s["instances"].as_array().unwrap().iter().find(|i| i["InstanceId"] == inst).unwrap();
     assert_eq!(i["State"]["Name"], "stopped");
     assert_eq!(tag(i, "pv2hvm:stopped-by"), Some("stopfail"));
-    let seen = calls.len();
+    let seen = mark + calls.len();
 
     // Throttling and 500s: retried with backoff to success. The run resumes the stopped
     // instance's migration: it snapshots the (still stopped) volume, starts the instance only
     // once the snapshot has completed, and removes the stopped-by tag; --launch leaves a
     // stopped Nitro replacement of the same size with the source's tags.
-    let log = m.inject("put=3:throttle,get=4:500");
+    let log = m.inject(
+        "put=3:throttle,get=4:500,start=2:throttle,complete=2:500,list=3:500,CreateSnapshot=1:throttle,\
+         DescribeSnapshots=2:throttle,RegisterImage=1:500,RunInstances=1:throttle,StartInstances=1:500",
+    );
+    let dealt_before = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
     let r = migrate_json(&m, &[inst, "--stop", "--launch"], dir.path());
     assert_eq!(r["outcome"], "migrated");
     let calls = server_calls(&m).split_off(seen);
@@ -361,9 +394,32 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
     assert_eq!(new["ImageId"], r["image"]);
     assert_eq!(tag(&new, "Name"), Some("web-1"));
     assert_eq!(tag(&new, "pv2hvm:run-id"), r["run_id"].as_str());
-    let injected = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(injected.matches("put throttle").count(), 3, "{injected}");
-    assert_eq!(injected.matches("get 500").count(), 4, "{injected}");
+    let injected: Vec<String> =
+        std::fs::read_to_string(&log).unwrap().lines().skip(dealt_before).map(str::to_string).collect();
+    for (fault, n) in [
+        ("put throttle", 3),
+        ("get 500", 4),
+        ("start throttle", 2),
+        ("complete 500", 2),
+        ("list 500", 3),
+        ("CreateSnapshot throttle", 1),
+        ("DescribeSnapshots throttle", 2),
+        ("RegisterImage 500", 1),
+        ("RunInstances throttle", 1),
+        ("StartInstances 500", 1),
+    ] {
+        let dealt = injected.iter().filter(|l| l.starts_with(&format!("{fault} "))).count();
+        assert_eq!(dealt, n, "{fault}: {injected:?}");
+    }
+    // The EBS calls made one at a time waited between their tries.
+    for op in ["start", "complete", "list"] {
+        let times: Vec<f64> = injected
+            .iter()
+            .filter(|l| l.starts_with(&format!("{op} ")))
+            .map(|l| l.split(' ').nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[1] - w[0] >= 0.045), "{op}: {times:?}");
+    }
 }
 
 #[test]

@@ -108,6 +108,24 @@ class AccessDeniedException(JsonRESTError):
         super().__init__("AccessDeniedException", "injected: not authorized")
 
 
+def ec2_error(kind):
+    """An EC2 error of `kind` (throttle, denied, else a 500). moto's EC2ClientError takes its
+    HTTP status from the service model (400 for codes it does not know): a 5xx needs an
+    HTTPException, whose `code` is the status."""
+    from moto.core.exceptions import _RESTError
+    from moto.ec2.exceptions import EC2ClientError
+
+    if kind == "throttle":
+        return EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
+    if kind == "denied":
+        return EC2ClientError("UnauthorizedOperation", "You are not authorized to perform this operation.")
+
+    class InternalError(_RESTError):
+        code = 500
+
+    return InternalError("InternalError", "An internal error has occurred")
+
+
 def _maybe_fail(op, key="", ec2=False):
     with _faults_lock:
         _arm()
@@ -119,17 +137,7 @@ def _maybe_fail(op, key="", ec2=False):
         with open(_faults_file + ".log", "a") as log:
             log.write(f"{op} {kind} {time.time():.3f} {key}".rstrip() + "\n")
     if ec2:
-        from moto.ec2.exceptions import EC2ClientError
-
-        if kind == "throttle":
-            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
-        if kind == "denied":
-            err = EC2ClientError("UnauthorizedOperation", "You are not authorized to perform this operation.")
-            err.code = 403
-            raise err
-        err = EC2ClientError("InternalError", "An internal error has occurred")
-        err.code = 500
-        raise err
+        raise ec2_error(kind)
     if kind == "denied":
         raise AccessDeniedException()
     raise ThrottledException() if kind == "throttle" else InternalServerException()

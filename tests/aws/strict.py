@@ -132,11 +132,7 @@ def _random_fault(op, ec2=False):
         return
     _note(f"random {op} {kind}")
     if ec2:
-        if kind == "throttle":
-            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
-        err = EC2ClientError("InternalError", "An internal error has occurred")
-        err.code = 500
-        raise err
+        raise base.ec2_error(kind)
     if kind == "throttle":
         raise base.ThrottledException()
     raise base.InternalServerException()

@@ -145,11 +145,13 @@ fn migrating_an_instance_in_place_registers_a_bootable_hvm_ami_from_the_delta_al
 
     // Only the delta moved: the child's changed blocks against the source snapshot are what
     // was uploaded, no more than the delta; and far fewer blocks were fetched than stored.
-    let changed = 1u64;
+    let delta_blocks: std::collections::BTreeSet<u64> =
+        m.tool_json(&["changed", source_snap, root]).as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+    let changed = delta_blocks.len() as u64;
     let uploaded = r["blocks_uploaded"].as_u64().unwrap();
     let delta = r["delta_blocks"].as_u64().unwrap();
     assert!(
-        changed > 0 && uploaded <= delta,
+        changed > 0 && changed == uploaded && uploaded <= delta,
         "changed {changed}, uploaded {uploaded}, delta {delta}"
     );
     // What was fetched is the filesystem's metadata (as e2image -r, an independent tool, sees
@@ -163,7 +165,14 @@ fn migrating_an_instance_in_place_registers_a_bootable_hvm_ami_from_the_delta_al
     assert!(!snaps.contains(&source_snap.to_string()), "the temporary snapshot was removed");
     assert!(snaps.contains(&snap.to_string()));
     assert_eq!(image(&state, ami), image(&before, ami), "the source AMI is unchanged");
-
+    // From the PV AMI's snapshot to the result: the blocks the volume changed since launch
+    // (the seed's own file) and the delta, nothing else.
+    let from_ami: std::collections::BTreeSet<u64> =
+        m.tool_json(&["changed", snap, root]).as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+    let own: std::collections::BTreeSet<u64> =
+        seeded["volume_blocks"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+    assert!(!own.is_empty());
+    assert_eq!(from_ami, &own | &delta_blocks, "the AMI's snapshot to the result");
 
     // A second run finds the AMI and makes nothing.
     let again = migrate_json(&m, &[inst], dir.path());
@@ -184,12 +193,15 @@ fn migrating_an_instance_in_place_registers_a_bootable_hvm_ami_from_the_delta_al
     assert_eq!(boot_disk(&disk, dir.path()), "/dev/nvme0n1");
 }
 
+/// A customer-managed key of the test account, not the account's default key.
+const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
 #[test]
 fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
     let m = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     // An encrypted source: the in-place child inherits its encryption, the full upload asks for it.
-    let seeded = m.tool_json(&["seed", fixture_cloud().to_str().unwrap(), "--encrypted"]);
+    let seeded = m.tool_json(&["seed", fixture_cloud().to_str().unwrap(), "--encrypted", "--kms-key", KEY]);
     let (snap, ami, inst) =
         (seeded["snapshot"].as_str().unwrap(), seeded["image"].as_str().unwrap(), seeded["instance"].as_str().unwrap());
 
@@ -218,6 +230,26 @@ fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
     run_ok(m.pv2hvm().args(["plan", inst, "-q", "-o"]).arg(&saved).arg("--work-dir").arg(dir.path()));
     let r = migrate_json(&m, &[inst, "--plan", saved.to_str().unwrap()], dir.path());
     assert_eq!(r["outcome"], "migrated");
+    // A plan (other options, so other work) reviewed before the volume changed a file it
+    // edits: the fresh snapshot has drifted, and the run is refused with nothing left.
+    let nitro = dir.path().join("nitro.json");
+    run_ok(
+        m.pv2hvm().args(["plan", inst, "--target", "nitro", "-q", "-o"]).arg(&nitro).arg("--work-dir").arg(dir.path()),
+    );
+    let fstab = guest_cat(&fixture_cloud().display().to_string(), "/etc/fstab") + "# edited on the instance\n";
+    m.tool(&["edit-volume", inst, fixture_cloud().to_str().unwrap(), "/etc/fstab", &fstab]);
+    let before_drift = m.tool_json(&["state"]);
+    let out = m
+        .pv2hvm()
+        .args(["migrate", inst, "--yes", "-q", "--plan", nitro.to_str().unwrap(), "--work-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("drifted") && stderr(&out).contains("/etc/fstab changed"), "{}", stderr(&out));
+    let after = m.tool_json(&["state"]);
+    assert_eq!(ids(&after, "snapshots", "SnapshotId"), ids(&before_drift, "snapshots", "SnapshotId"));
+    assert_eq!(ids(&after, "images", "ImageId"), ids(&before_drift, "images", "ImageId"));
 
     // From the AMI, in place, copied to two more regions.
     let r = migrate_json(&m, &[ami, "--name", "from-ami", "--copy-to-regions", "us-west-2,eu-west-1"], dir.path());
@@ -233,6 +265,19 @@ fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
         s["snapshots"].as_array().unwrap().iter().find(|x| x["SnapshotId"] == id).unwrap()["Encrypted"] == true
     };
     assert!(encrypted(&state, snap) && encrypted(&state, r["root_snapshot"].as_str().unwrap()));
+    // With the source's own key, which the child inherits: pv2hvm asked for no encryption of
+    // its own (EBS refuses Encrypted with a parent).
+    let key_of = |s: &serde_json::Value, id: &str| {
+        s["snapshots"].as_array().unwrap().iter().find(|x| x["SnapshotId"] == id).unwrap()["KmsKeyId"].clone()
+    };
+    assert_eq!(key_of(&state, snap), KEY);
+    assert_eq!(key_of(&state, r["root_snapshot"].as_str().unwrap()), KEY);
+    let started = |id: &str| {
+        let calls = server_calls(&m);
+        calls.iter().find(|l| l.starts_with(&format!("call StartSnapshot {id} "))).cloned().unwrap_or_default()
+    };
+    let line = started(r["root_snapshot"].as_str().unwrap());
+    assert!(line.contains(&format!("parent={snap} encrypted=None kms=None")), "{line}");
     let copies = r["copies"].as_array().unwrap();
     assert_eq!(copies.len(), 2);
     for (region, copy) in copies.iter().map(|c| (c[0].as_str().unwrap(), c[1].as_str().unwrap())) {
@@ -249,6 +294,11 @@ fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
     let root = r["root_snapshot"].as_str().unwrap();
     assert!(r["blocks_uploaded"].as_u64().unwrap() > 300, "the whole disk went up: {r}");
     assert!(encrypted(&m.tool_json(&["state"]), root), "the full upload is encrypted like its source");
+    // With the source's key, asked for by pv2hvm (a snapshot with no parent gets the account's
+    // default key otherwise).
+    assert_eq!(key_of(&m.tool_json(&["state"]), root), KEY);
+    let line = started(root);
+    assert!(line.contains(&format!("parent=None encrypted=True kms={KEY} ")), "{line}");
     assert_eq!(boot_snapshot(&m, root, dir.path()), "/dev/nvme0n1p1");
 }
 
@@ -353,7 +403,8 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
     let calls = server_calls(&m).split_off(mark);
-    let at = |what: &str| calls.iter().position(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {calls:?}"));
+    let at =
+        |what: &str| calls.iter().position(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {calls:?}"));
     let snapshot_call = at(&format!("call CreateSnapshot {vol} {inst} "));
     assert!(at(&format!("call StopInstances {inst} ")) < at(&format!("settled {inst} stopped ")), "{calls:?}");
     assert!(at(&format!("settled {inst} stopped ")) < snapshot_call, "stopped before the snapshot: {calls:?}");
@@ -377,7 +428,8 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
     let r = migrate_json(&m, &[inst, "--stop", "--launch"], dir.path());
     assert_eq!(r["outcome"], "migrated");
     let calls = server_calls(&m).split_off(seen);
-    let at = |what: &str| calls.iter().position(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {calls:?}"));
+    let at =
+        |what: &str| calls.iter().position(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {calls:?}"));
     let snapshot_call = at(&format!("call CreateSnapshot {vol} {inst} "));
     assert!(calls[snapshot_call].contains(" stopped "), "{}", calls[snapshot_call]);
     let completed = at(&format!("settled {} completed ", r["source_snapshot"].as_str().unwrap()));

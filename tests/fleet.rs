@@ -36,7 +36,8 @@ fn seeded(m: &Moto, image: &Path, n: usize, extra: &[&str]) -> (Vec<String>, Str
 
 /// The root snapshot of `ami` (its /dev/xvda mapping).
 fn root_of(state: &serde_json::Value, ami: &str) -> String {
-    let img = state["images"].as_array().unwrap().iter().find(|i| i["ImageId"] == ami).unwrap_or_else(|| panic!("{ami}"));
+    let img =
+        state["images"].as_array().unwrap().iter().find(|i| i["ImageId"] == ami).unwrap_or_else(|| panic!("{ami}"));
     let maps = img["BlockDeviceMappings"].as_array().unwrap();
     maps.iter().find(|b| b["DeviceName"] == "/dev/xvda").unwrap()["Ebs"]["SnapshotId"].as_str().unwrap().to_string()
 }
@@ -327,29 +328,104 @@ fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     assert_eq!(amis(&m), made);
 }
 
+/// True when some source's current attempt (in `journal`) is in `stage`: begun, not done.
+fn in_stage(journal: &Path, stage: &str) -> bool {
+    let Ok(db) = rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return false;
+    };
+    db.query_row(
+        "SELECT count(*) FROM stages s JOIN items i ON i.source = s.source AND s.attempt = i.attempts \
+         WHERE i.status = 'running' AND s.stage = ?1 AND s.finished IS NULL",
+        [stage],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n > 0)
+}
+
+/// The root volume of each instance in `state`.
+fn root_volumes(state: &serde_json::Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for i in state["instances"].as_array().unwrap() {
+        let root = i["RootDeviceName"].as_str().unwrap_or_default();
+        if let Some(b) = i["BlockDeviceMappings"].as_array().unwrap().iter().find(|b| b["DeviceName"] == root) {
+            out.insert(
+                i["InstanceId"].as_str().unwrap().to_string(),
+                b["Ebs"]["VolumeId"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// The snapshots of `role` tagged with each source, with their state.
+fn work_snapshots(state: &serde_json::Value, role: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for s in state["snapshots"].as_array().unwrap() {
+        if let (Some(src), Some(r)) = (tag(s, "pv2hvm:source"), tag(s, "pv2hvm:role"))
+            && r == role
+        {
+            out.entry(src.into())
+                .or_default()
+                .push((s["SnapshotId"].as_str().unwrap().into(), s["State"].as_str().unwrap().into()));
+        }
+    }
+    out
+}
+
 #[test]
 fn killed_runs_resume_from_their_last_stage_with_or_without_the_journal() {
     let m = Moto::start_with(&[("PV2HVM_MOTO_REGISTER_DELAY", "1.5")]);
     let dir = tempfile::tempdir().unwrap();
-    let ids = seed(&m, &fixture_cloud(), 4, &[]);
+    let (ids, base) = seeded(&m, &fixture_cloud(), 4, &[]);
+    let volumes = root_volumes(&m.tool_json(&["state"]));
+    let copy = copy_sparse(&fixture_cloud(), dir.path(), "check.img");
     let ids_file = dir.path().join("ids");
     std::fs::write(&ids_file, ids.join("\n") + "\n").unwrap();
     let ids_arg = ["--ids-file", ids_file.to_str().unwrap(), "--concurrency", "2"];
     // Each scenario's options differ (--target), so each is new work for the same instances.
-    let scenarios: [(&str, &str, bool); 3] = [
-        ("auto", "after 25 uploads", false),
-        ("nitro", "during registration", false),
-        ("xen", "after 30 uploads", true),
+    // A scenario's kills come one after the other, each run resuming the one killed before.
+    let scenarios: [(&str, &[&str], bool); 3] = [
+        ("auto", &["in the snapshot stage", "in the read stage", "in the convert stage", "after 25 uploads"], false),
+        ("nitro", &["during registration"], false),
+        ("xen", &["after 30 uploads"], true),
     ];
-    for (target, point, drop_journal) in scenarios {
+    for (target, points, drop_journal) in scenarios {
         let journal = dir.path().join(format!("{target}.db"));
         let args: Vec<&str> = ids_arg.iter().copied().chain(["--target", target]).collect();
-        let (puts, registers) = (m.calls("put"), m.calls("register"));
-        let ran = kill_when(fleet_run(&m, dir.path(), &journal, &args), || match point {
-            "during registration" => m.calls("register") > registers,
-            p => m.calls("put") >= puts + p.split(' ').nth(1).unwrap().parse::<usize>().unwrap(),
-        });
-        eprintln!("{target}: killed {point} after {ran:?}");
+        let calls_before = std::fs::read_to_string(&m.strict_log).unwrap_or_default().lines().count();
+        // What the kills left: completed root snapshots (to be registered as they are), pending
+        // ones (to be removed), temporary snapshots (to be read again).
+        let (mut roots, mut pending, mut temporaries) = (BTreeMap::new(), BTreeSet::new(), BTreeSet::new());
+        let earlier: BTreeSet<String> = m.tool_json(&["state"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["SnapshotId"].as_str().unwrap().to_string())
+            .collect();
+        for point in points {
+            let (puts, registers) = (m.calls("put"), m.calls("register"));
+            let ran = kill_when(fleet_run(&m, dir.path(), &journal, &args), || match *point {
+                "during registration" => m.calls("register") > registers,
+                p if p.starts_with("in the ") => in_stage(&journal, p.split(' ').nth(2).unwrap()),
+                p => m.calls("put") >= puts + p.split(' ').nth(1).unwrap().parse::<usize>().unwrap(),
+            });
+            eprintln!("{target}: killed {point} after {ran:?}");
+            let state = m.tool_json(&["state"]);
+            for (src, snaps) in work_snapshots(&state, "root") {
+                for (id, st) in snaps.into_iter().filter(|(id, _)| !earlier.contains(id)) {
+                    if st == "completed" {
+                        roots.insert(src.clone(), id);
+                    } else {
+                        pending.insert(id);
+                    }
+                }
+            }
+            for (src, snaps) in work_snapshots(&state, "temporary") {
+                if snaps.iter().any(|(id, _)| !earlier.contains(id)) {
+                    temporaries.insert(src);
+                }
+            }
+        }
         if drop_journal {
             for suffix in ["", "-journal", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", journal.display()));
@@ -369,11 +445,40 @@ fn killed_runs_resume_from_their_last_stage_with_or_without_the_journal() {
         assert_no_orphans(&m);
         let s = status(&m, &journal);
         assert_eq!(s["totals"]["done"], 4, "{s}");
-        let outcomes: BTreeSet<&str> =
-            s["instances"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
-        assert!(outcomes.iter().all(|o| ["migrated", "resumed", "already-migrated"].contains(o)), "{outcomes:?}");
-        assert!(outcomes.contains("resumed") || outcomes.contains("already-migrated"), "{target}: {outcomes:?}");
-        eprintln!("{target}: after the resume: {outcomes:?}");
+        let state = m.tool_json(&["state"]);
+        let snapshot_ids: BTreeSet<&str> =
+            state["snapshots"].as_array().unwrap().iter().map(|x| x["SnapshotId"].as_str().unwrap()).collect();
+        let calls: Vec<String> =
+            std::fs::read_to_string(&m.strict_log).unwrap().lines().skip(calls_before).map(str::to_string).collect();
+        for e in s["instances"].as_array().unwrap() {
+            let (src, outcome, ami) =
+                (e["source"].as_str().unwrap(), e["outcome"].as_str().unwrap(), e["image"].as_str().unwrap());
+            // What a kill left was reused: the volume was snapshotted once in all the runs, a
+            // completed root snapshot is the AMI's, and the outcome says so.
+            let vol = &volumes[src];
+            let snapshotted = calls.iter().filter(|l| l.starts_with(&format!("call CreateSnapshot {vol} "))).count();
+            assert_eq!(snapshotted, 1, "{target}: {src}'s volume {vol} snapshotted {snapshotted} times");
+            if let Some(root) = roots.get(src) {
+                assert_eq!(&root_of(&state, ami), root, "{target}: {src}: the completed root snapshot is registered");
+            }
+            if roots.contains_key(src) || temporaries.contains(src) {
+                assert!(["resumed", "already-migrated"].contains(&outcome), "{target}: {src}: {outcome}");
+            } else {
+                assert_eq!(outcome, "migrated", "{target}: {src}");
+            }
+            // And the AMI is the converted disk of this instance's volume.
+            assert_converted_root(&m, &state, ami, src, &base, &copy);
+        }
+        for p in &pending {
+            assert!(!snapshot_ids.contains(p.as_str()), "{target}: the unfinished root {p} is removed");
+        }
+        assert!(!temporaries.is_empty(), "{target}: the kills left something to resume");
+        eprintln!(
+            "{target}: resumed {} temporary and {} root snapshot(s), removed {}",
+            temporaries.len(),
+            roots.len(),
+            pending.len()
+        );
     }
     assert_eq!(amis(&m).len(), 12);
 }

@@ -308,6 +308,11 @@ fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     let s = status(&m, &journal);
     assert_eq!(s["totals"]["done"], 10);
     assert_eq!(s["totals"]["failed"], 2);
+    // The AMI each source's status and report name is the one AWS holds tagged with that source.
+    let out = run_ok(m.pv2hvm().args(["fleet", "report", "--format", "json", "--journal"]).arg(&journal));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ids_are_aws(&m, &s);
+    assert_ids_are_aws(&m, &report);
     for e in s["instances"].as_array().unwrap() {
         if e["status"] == "done" {
             let stages: Vec<&str> = e["stages"].as_array().unwrap().iter().map(|x| x[0].as_str().unwrap()).collect();
@@ -326,6 +331,36 @@ fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     let out = fleet_run(&m, dir.path(), &journal, &["--plan", plan.to_str().unwrap()]).output().unwrap();
     assert!(stdout(&out).contains("0 done, 2 failed this run"), "{}", stdout(&out));
     assert_eq!(amis(&m), made);
+}
+
+/// Each done entry of a status or report names, as its image, copies and replacement, the
+/// resources AWS holds tagged `pv2hvm:source` with that entry's source, in every region.
+fn assert_ids_are_aws(m: &Moto, v: &serde_json::Value) {
+    let mut regions: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for e in v["instances"].as_array().unwrap().iter().filter(|e| e["status"] == "done") {
+        let src = e["source"].as_str().unwrap();
+        let region = e["region"].as_str().unwrap_or("us-east-1").to_string();
+        let state = regions.entry(region.clone()).or_insert_with(|| m.tool_json(&["state", &region])).clone();
+        let tagged = |what: &str, key: &str| -> Vec<String> {
+            state[what]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| tag(x, "pv2hvm:source") == Some(src) && tag(x, "pv2hvm:spec-hash").is_some())
+                .map(|x| x[key].as_str().unwrap().to_string())
+                .collect()
+        };
+        let images = tagged("images", "ImageId");
+        assert_eq!(images, vec![e["image"].as_str().unwrap().to_string()], "{src}: {e}");
+        let instances = tagged("instances", "InstanceId");
+        assert_eq!(instances, e["instance"].as_str().map(str::to_string).into_iter().collect::<Vec<_>>(), "{src}: {e}");
+        for c in e["copies"].as_array().into_iter().flatten() {
+            let (r, id) = (c[0].as_str().unwrap(), c[1].as_str().unwrap());
+            let there = regions.entry(r.to_string()).or_insert_with(|| m.tool_json(&["state", r])).clone();
+            let copy = there["images"].as_array().unwrap().iter().find(|i| i["ImageId"] == id);
+            assert!(copy.is_some_and(|i| tag(i, "pv2hvm:source") == Some(src)), "{src}: copy {id} in {r}");
+        }
+    }
 }
 
 /// True when some source's current attempt (in `journal`) is in `stage`: begun, not done.
@@ -500,6 +535,7 @@ fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
         let d = shard_dir(k);
         let mut c = m.pv2hvm();
         c.current_dir(&d).args(["-q", "fleet", "run", "--yes", "--concurrency", "2", "--work-dir"]).arg(&d);
+        c.args(["--copy-to-regions", "us-west-2", "--launch"]);
         c.env_remove("AWS_BATCH_JOB_ARRAY_INDEX").env_remove("JOB_COMPLETION_INDEX");
         c.env_remove("PV2HVM_SHARDS").env_remove("PV2HVM_RUN_ID").env_remove("AWS_BATCH_JOB_ID");
         // One run id for all three: given, from the Batch array job's id, from the Job's uid.
@@ -544,6 +580,7 @@ fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
     let r: serde_json::Value = serde_json::from_slice(&run_ok(&mut c).stdout).unwrap();
     assert_eq!(r["totals"]["sources"], 12);
     assert_eq!(r["totals"]["done"], 12);
+    assert_ids_are_aws(&m, &r);
     let covered: BTreeSet<String> =
         r["instances"].as_array().unwrap().iter().map(|e| e["source"].as_str().unwrap().to_string()).collect();
     assert_eq!(covered, ids);

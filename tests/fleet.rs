@@ -19,12 +19,41 @@ fn tag<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
 }
 
 fn seed(m: &Moto, image: &Path, n: usize, extra: &[&str]) -> Vec<String> {
+    seeded(m, image, n, extra).0
+}
+
+/// The instances seeded, and the snapshot of their AMI. Each instance's root volume holds its
+/// own data (tests/aws/tool.py): the image plus /etc/pv2hvm-volume naming the instance.
+fn seeded(m: &Moto, image: &Path, n: usize, extra: &[&str]) -> (Vec<String>, String) {
     let mut args = vec!["fleet-seed", image.to_str().unwrap()];
     let count = n.to_string();
     args.push(&count);
     args.extend(extra);
     let v = m.tool_json(&args);
-    v["instances"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect()
+    let ids = v["instances"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect();
+    (ids, v["snapshot"].as_str().unwrap().to_string())
+}
+
+/// The root snapshot of `ami` (its /dev/xvda mapping).
+fn root_of(state: &serde_json::Value, ami: &str) -> String {
+    let img =
+        state["images"].as_array().unwrap().iter().find(|i| i["ImageId"] == ami).unwrap_or_else(|| panic!("{ami}"));
+    let maps = img["BlockDeviceMappings"].as_array().unwrap();
+    maps.iter().find(|b| b["DeviceName"] == "/dev/xvda").unwrap()["Ebs"]["SnapshotId"].as_str().unwrap().to_string()
+}
+
+/// `ami`'s root is the converted disk of `inst`'s own volume: its own file names it, the
+/// bootloader config is rewritten with the original kept, and e2fsck finds it clean. `copy` is
+/// a copy of the fixture (the AMI snapshot `base`), put back afterwards.
+fn assert_converted_root(m: &Moto, state: &serde_json::Value, ami: &str, inst: &str, base: &str, copy: &Path) {
+    let changed = m.apply(base, &root_of(state, ami), copy);
+    let t = copy.display().to_string();
+    assert_eq!(guest_cat(&t, "/etc/pv2hvm-volume"), format!("volume of {inst}\n"), "{ami} of {inst}");
+    let menu = guest_cat(&t, "/boot/grub/menu.lst");
+    assert!(menu.contains("root=UUID=") && menu.contains("console=ttyS0"), "{ami} of {inst}: {menu}");
+    assert!(guest_exists(&t, "/boot/grub/menu.lst.pv2hvm-orig"), "{ami} of {inst}");
+    e2fsck_clean(&t);
+    common::moto::restore(copy, &fixture_cloud(), &changed);
 }
 
 /// The pv2hvm AMIs of the home region: (source, spec hash) → AMI ids.
@@ -233,7 +262,7 @@ fn expect(name: &str, got: &str) {
 fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     let m = Moto::start();
     let dir = tempfile::tempdir().unwrap();
-    let good = seed(&m, &fixture_cloud(), 10, &[]);
+    let (good, base) = seeded(&m, &fixture_cloud(), 10, &[]);
     // A Xen PV-only kernel, and an instance-store root.
     let xen = copy_sparse(&fixture_cloud(), dir.path(), "xen.img");
     let t = xen.display().to_string();
@@ -266,14 +295,24 @@ fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     assert!(stdout(&out).contains("10 done, 2 failed this run"), "{}", stdout(&out));
     let made = amis(&m);
     assert_eq!(made.len(), 10);
+    // Each AMI is the converted disk of its own instance's volume (they all differ).
+    let state = m.tool_json(&["state"]);
+    let copy = copy_sparse(&fixture_cloud(), dir.path(), "check.img");
     for id in &good {
         let n: usize = made.iter().filter(|((s, _), _)| s == id).map(|(_, v)| v.len()).sum();
         assert_eq!(n, 1, "{id}");
+        let ami = made.iter().find(|((s, _), _)| s == id).unwrap().1[0].clone();
+        assert_converted_root(&m, &state, &ami, id, &base, &copy);
     }
     assert_no_orphans(&m);
     let s = status(&m, &journal);
     assert_eq!(s["totals"]["done"], 10);
     assert_eq!(s["totals"]["failed"], 2);
+    // The AMI each source's status and report name is the one AWS holds tagged with that source.
+    let out = run_ok(m.pv2hvm().args(["fleet", "report", "--format", "json", "--journal"]).arg(&journal));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ids_are_aws(&m, &s);
+    assert_ids_are_aws(&m, &report);
     for e in s["instances"].as_array().unwrap() {
         if e["status"] == "done" {
             let stages: Vec<&str> = e["stages"].as_array().unwrap().iter().map(|x| x[0].as_str().unwrap()).collect();
@@ -294,29 +333,134 @@ fn a_planned_run_of_ten_with_two_that_cannot_migrate_and_its_reports() {
     assert_eq!(amis(&m), made);
 }
 
+/// Each done entry of a status or report names, as its image, copies and replacement, the
+/// resources AWS holds tagged `pv2hvm:source` with that entry's source, in every region.
+fn assert_ids_are_aws(m: &Moto, v: &serde_json::Value) {
+    let mut regions: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for e in v["instances"].as_array().unwrap().iter().filter(|e| e["status"] == "done") {
+        let src = e["source"].as_str().unwrap();
+        let region = e["region"].as_str().unwrap_or("us-east-1").to_string();
+        let state = regions.entry(region.clone()).or_insert_with(|| m.tool_json(&["state", &region])).clone();
+        let tagged = |what: &str, key: &str| -> Vec<String> {
+            state[what]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| tag(x, "pv2hvm:source") == Some(src) && tag(x, "pv2hvm:spec-hash").is_some())
+                .map(|x| x[key].as_str().unwrap().to_string())
+                .collect()
+        };
+        let images = tagged("images", "ImageId");
+        assert_eq!(images, vec![e["image"].as_str().unwrap().to_string()], "{src}: {e}");
+        let instances = tagged("instances", "InstanceId");
+        assert_eq!(instances, e["instance"].as_str().map(str::to_string).into_iter().collect::<Vec<_>>(), "{src}: {e}");
+        for c in e["copies"].as_array().into_iter().flatten() {
+            let (r, id) = (c[0].as_str().unwrap(), c[1].as_str().unwrap());
+            let there = regions.entry(r.to_string()).or_insert_with(|| m.tool_json(&["state", r])).clone();
+            let copy = there["images"].as_array().unwrap().iter().find(|i| i["ImageId"] == id);
+            assert!(copy.is_some_and(|i| tag(i, "pv2hvm:source") == Some(src)), "{src}: copy {id} in {r}");
+        }
+    }
+}
+
+/// True when some source's current attempt (in `journal`) is in `stage`: begun, not done.
+fn in_stage(journal: &Path, stage: &str) -> bool {
+    let Ok(db) = rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return false;
+    };
+    db.query_row(
+        "SELECT count(*) FROM stages s JOIN items i ON i.source = s.source AND s.attempt = i.attempts \
+         WHERE i.status = 'running' AND s.stage = ?1 AND s.finished IS NULL",
+        [stage],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n > 0)
+}
+
+/// The root volume of each instance in `state`.
+fn root_volumes(state: &serde_json::Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for i in state["instances"].as_array().unwrap() {
+        let root = i["RootDeviceName"].as_str().unwrap_or_default();
+        if let Some(b) = i["BlockDeviceMappings"].as_array().unwrap().iter().find(|b| b["DeviceName"] == root) {
+            out.insert(
+                i["InstanceId"].as_str().unwrap().to_string(),
+                b["Ebs"]["VolumeId"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// The snapshots of `role` tagged with each source, with their state.
+fn work_snapshots(state: &serde_json::Value, role: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for s in state["snapshots"].as_array().unwrap() {
+        if let (Some(src), Some(r)) = (tag(s, "pv2hvm:source"), tag(s, "pv2hvm:role"))
+            && r == role
+        {
+            out.entry(src.into())
+                .or_default()
+                .push((s["SnapshotId"].as_str().unwrap().into(), s["State"].as_str().unwrap().into()));
+        }
+    }
+    out
+}
+
 #[test]
 fn killed_runs_resume_from_their_last_stage_with_or_without_the_journal() {
     let m = Moto::start_with(&[("PV2HVM_MOTO_REGISTER_DELAY", "1.5")]);
     let dir = tempfile::tempdir().unwrap();
-    let ids = seed(&m, &fixture_cloud(), 4, &[]);
+    let (ids, base) = seeded(&m, &fixture_cloud(), 4, &[]);
+    let volumes = root_volumes(&m.tool_json(&["state"]));
+    let copy = copy_sparse(&fixture_cloud(), dir.path(), "check.img");
     let ids_file = dir.path().join("ids");
     std::fs::write(&ids_file, ids.join("\n") + "\n").unwrap();
     let ids_arg = ["--ids-file", ids_file.to_str().unwrap(), "--concurrency", "2"];
     // Each scenario's options differ (--target), so each is new work for the same instances.
-    let scenarios: [(&str, &str, bool); 3] = [
-        ("auto", "after 25 uploads", false),
-        ("nitro", "during registration", false),
-        ("xen", "after 30 uploads", true),
+    // A scenario's kills come one after the other, each run resuming the one killed before.
+    let scenarios: [(&str, &[&str], bool); 3] = [
+        ("auto", &["in the snapshot stage", "in the read stage", "in the convert stage", "after 25 uploads"], false),
+        ("nitro", &["during registration"], false),
+        ("xen", &["after 30 uploads"], true),
     ];
-    for (target, point, drop_journal) in scenarios {
+    for (target, points, drop_journal) in scenarios {
         let journal = dir.path().join(format!("{target}.db"));
         let args: Vec<&str> = ids_arg.iter().copied().chain(["--target", target]).collect();
-        let (puts, registers) = (m.calls("put"), m.calls("register"));
-        let ran = kill_when(fleet_run(&m, dir.path(), &journal, &args), || match point {
-            "during registration" => m.calls("register") > registers,
-            p => m.calls("put") >= puts + p.split(' ').nth(1).unwrap().parse::<usize>().unwrap(),
-        });
-        eprintln!("{target}: killed {point} after {ran:?}");
+        let calls_before = std::fs::read_to_string(&m.strict_log).unwrap_or_default().lines().count();
+        // What the kills left: completed root snapshots (to be registered as they are), pending
+        // ones (to be removed), temporary snapshots (to be read again).
+        let (mut roots, mut pending, mut temporaries) = (BTreeMap::new(), BTreeSet::new(), BTreeSet::new());
+        let earlier: BTreeSet<String> = m.tool_json(&["state"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["SnapshotId"].as_str().unwrap().to_string())
+            .collect();
+        for point in points {
+            let (puts, registers) = (m.calls("put"), m.calls("register"));
+            let ran = kill_when(fleet_run(&m, dir.path(), &journal, &args), || match *point {
+                "during registration" => m.calls("register") > registers,
+                p if p.starts_with("in the ") => in_stage(&journal, p.split(' ').nth(2).unwrap()),
+                p => m.calls("put") >= puts + p.split(' ').nth(1).unwrap().parse::<usize>().unwrap(),
+            });
+            eprintln!("{target}: killed {point} after {ran:?}");
+            let state = m.tool_json(&["state"]);
+            for (src, snaps) in work_snapshots(&state, "root") {
+                for (id, st) in snaps.into_iter().filter(|(id, _)| !earlier.contains(id)) {
+                    if st == "completed" {
+                        roots.insert(src.clone(), id);
+                    } else {
+                        pending.insert(id);
+                    }
+                }
+            }
+            for (src, snaps) in work_snapshots(&state, "temporary") {
+                if snaps.iter().any(|(id, _)| !earlier.contains(id)) {
+                    temporaries.insert(src);
+                }
+            }
+        }
         if drop_journal {
             for suffix in ["", "-journal", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", journal.display()));
@@ -336,11 +480,40 @@ fn killed_runs_resume_from_their_last_stage_with_or_without_the_journal() {
         assert_no_orphans(&m);
         let s = status(&m, &journal);
         assert_eq!(s["totals"]["done"], 4, "{s}");
-        let outcomes: BTreeSet<&str> =
-            s["instances"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
-        assert!(outcomes.iter().all(|o| ["migrated", "resumed", "already-migrated"].contains(o)), "{outcomes:?}");
-        assert!(outcomes.contains("resumed") || outcomes.contains("already-migrated"), "{target}: {outcomes:?}");
-        eprintln!("{target}: after the resume: {outcomes:?}");
+        let state = m.tool_json(&["state"]);
+        let snapshot_ids: BTreeSet<&str> =
+            state["snapshots"].as_array().unwrap().iter().map(|x| x["SnapshotId"].as_str().unwrap()).collect();
+        let calls: Vec<String> =
+            std::fs::read_to_string(&m.strict_log).unwrap().lines().skip(calls_before).map(str::to_string).collect();
+        for e in s["instances"].as_array().unwrap() {
+            let (src, outcome, ami) =
+                (e["source"].as_str().unwrap(), e["outcome"].as_str().unwrap(), e["image"].as_str().unwrap());
+            // What a kill left was reused: the volume was snapshotted once in all the runs, a
+            // completed root snapshot is the AMI's, and the outcome says so.
+            let vol = &volumes[src];
+            let snapshotted = calls.iter().filter(|l| l.starts_with(&format!("call CreateSnapshot {vol} "))).count();
+            assert_eq!(snapshotted, 1, "{target}: {src}'s volume {vol} snapshotted {snapshotted} times");
+            if let Some(root) = roots.get(src) {
+                assert_eq!(&root_of(&state, ami), root, "{target}: {src}: the completed root snapshot is registered");
+            }
+            if roots.contains_key(src) || temporaries.contains(src) {
+                assert!(["resumed", "already-migrated"].contains(&outcome), "{target}: {src}: {outcome}");
+            } else {
+                assert_eq!(outcome, "migrated", "{target}: {src}");
+            }
+            // And the AMI is the converted disk of this instance's volume.
+            assert_converted_root(&m, &state, ami, src, &base, &copy);
+        }
+        for p in &pending {
+            assert!(!snapshot_ids.contains(p.as_str()), "{target}: the unfinished root {p} is removed");
+        }
+        assert!(!temporaries.is_empty(), "{target}: the kills left something to resume");
+        eprintln!(
+            "{target}: resumed {} temporary and {} root snapshot(s), removed {}",
+            temporaries.len(),
+            roots.len(),
+            pending.len()
+        );
     }
     assert_eq!(amis(&m).len(), 12);
 }
@@ -362,6 +535,7 @@ fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
         let d = shard_dir(k);
         let mut c = m.pv2hvm();
         c.current_dir(&d).args(["-q", "fleet", "run", "--yes", "--concurrency", "2", "--work-dir"]).arg(&d);
+        c.args(["--copy-to-regions", "us-west-2", "--launch"]);
         c.env_remove("AWS_BATCH_JOB_ARRAY_INDEX").env_remove("JOB_COMPLETION_INDEX");
         c.env_remove("PV2HVM_SHARDS").env_remove("PV2HVM_RUN_ID").env_remove("AWS_BATCH_JOB_ID");
         // One run id for all three: given, from the Batch array job's id, from the Job's uid.
@@ -406,6 +580,7 @@ fn three_shards_at_once_take_disjoint_slices_and_one_report_covers_them() {
     let r: serde_json::Value = serde_json::from_slice(&run_ok(&mut c).stdout).unwrap();
     assert_eq!(r["totals"]["sources"], 12);
     assert_eq!(r["totals"]["done"], 12);
+    assert_ids_are_aws(&m, &r);
     let covered: BTreeSet<String> =
         r["instances"].as_array().unwrap().iter().map(|e| e["source"].as_str().unwrap().to_string()).collect();
     assert_eq!(covered, ids);

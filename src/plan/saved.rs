@@ -68,13 +68,18 @@ pub fn drift(saved: &Plan, now: &Plan) -> Result<(), String> {
         ));
     }
     // Where the plan was made from and for, and the notes on how it was read (which snapshot,
-    // how many blocks) do not matter; everything else does.
+    // how many blocks) do not matter; nor does the free block count, which every write to a
+    // live volume changes (a plan made from an older snapshot of it is applied to a fresh one;
+    // the conversion checks the room it needs itself). Everything else does.
+    let mut source_layout = saved.source_layout.clone();
+    source_layout.fs.free_blocks = now.source_layout.fs.free_blocks;
     let same_place = Plan {
         source: now.source.clone(),
         destination: now.destination.clone(),
         source_reads: now.source_reads,
         files_read: now.files_read.clone(),
         notes: now.notes.clone(),
+        source_layout,
         ..saved.clone()
     };
     if same_place != *now {

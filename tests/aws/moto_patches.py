@@ -22,13 +22,22 @@ Each patch names the gap it closes:
 9. Fault injection (opt in): when the file named by PV2HVM_MOTO_FAULTS_FILE appears holding
    "put=3:throttle,get=2:500", the next 3 PutSnapshotBlock calls fail with
    RequestThrottledException and the next 2 GetSnapshotBlock calls with an HTTP 500; each
-   injected failure is logged to the same name + ".log".
+   injected failure is logged to the same name + ".log" as "OP KIND TIME KEY" (seconds since
+   the epoch; the key names the block: "snap-… 12"). strict.py arms the other calls by the
+   names its rules use (start, complete, list, CreateSnapshot, RegisterImage, …), for pv2hvm
+   only; the kind "denied" is an UnauthorizedOperation / AccessDeniedException, which no
+   retry fixes.
 11. Call log and slow registration (opt in, for kill-and-resume tests): with
     PV2HVM_MOTO_CALLS_FILE set, every PutSnapshotBlock appends "put" and every RegisterImage
     "register" to that file as it starts; PV2HVM_MOTO_REGISTER_DELAY (seconds) makes each
     RegisterImage take that long, leaving a window to kill the client mid-call.
 12. RegisterImage accepts a name already in use: it fails with InvalidAMIName.Duplicate, as
     EC2 does (AMI names are unique per account and region).
+14. Volumes hold no data of their own: every volume reads back as the snapshot it was made
+    from, so a volume written to since launch cannot be told from its AMI. A volume tagged
+    `moto:content=SNAP` (test-only, set by tests/aws/tool.py) holds SNAP's blocks instead: a
+    snapshot EC2 CreateSnapshot makes of it reads as SNAP, as a snapshot of a volume reads as
+    what the volume holds (EBS user guide, "Amazon EBS snapshots").
 13. Latency (opt in, for benchmarks): with PV2HVM_MOTO_EBS_LATENCY_MS set, every EBS direct
     request (StartSnapshot, PutSnapshotBlock, GetSnapshotBlock, ListSnapshotBlocks,
     ListChangedBlocks, CompleteSnapshot) waits that long before it is served, as a request
@@ -92,7 +101,32 @@ def _arm():
         _faults[op] = [int(count), kind]
 
 
-def _maybe_fail(op):
+class AccessDeniedException(JsonRESTError):
+    code = 403
+
+    def __init__(self):
+        super().__init__("AccessDeniedException", "injected: not authorized")
+
+
+def ec2_error(kind):
+    """An EC2 error of `kind` (throttle, denied, else a 500). moto's EC2ClientError takes its
+    HTTP status from the service model (400 for codes it does not know): a 5xx needs an
+    HTTPException, whose `code` is the status."""
+    from moto.core.exceptions import _RESTError
+    from moto.ec2.exceptions import EC2ClientError
+
+    if kind == "throttle":
+        return EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
+    if kind == "denied":
+        return EC2ClientError("UnauthorizedOperation", "You are not authorized to perform this operation.")
+
+    class InternalError(_RESTError):
+        code = 500
+
+    return InternalError("InternalError", "An internal error has occurred")
+
+
+def _maybe_fail(op, key="", ec2=False):
     with _faults_lock:
         _arm()
         f = _faults.get(op)
@@ -101,7 +135,11 @@ def _maybe_fail(op):
         f[0] -= 1
         kind = f[1]
         with open(_faults_file + ".log", "a") as log:
-            log.write(f"{op} {kind}\n")
+            log.write(f"{op} {kind} {time.time():.3f} {key}".rstrip() + "\n")
+    if ec2:
+        raise ec2_error(kind)
+    if kind == "denied":
+        raise AccessDeniedException()
     raise ThrottledException() if kind == "throttle" else InternalServerException()
 
 
@@ -152,6 +190,11 @@ def _ebs_snapshot(backend, snapshot_id):
     snap = ebs_models.EBSSnapshot(account_id=backend.account_id, snapshot=ec2_snap)
     snap.status = "completed"
     source = getattr(ec2_snap.volume, "snapshot_id", None)
+    # 14. A volume with data of its own.
+    vol_id = getattr(ec2_snap.volume, "id", None)
+    content = backend.ec2_backend.tags.get(vol_id, {}).get("moto:content") if vol_id else None
+    if content:
+        source = content
     if source:
         snap.source = source
     backend.snapshots[snapshot_id] = snap
@@ -215,7 +258,7 @@ def complete_snapshot(self, snapshot_id):
 def put_snapshot_block(self, snapshot_id, block_index, block_data, checksum, checksum_algorithm, data_length):
     _wait()
     _log_call("put")
-    _maybe_fail("put")
+    _maybe_fail("put", f"{snapshot_id} {block_index}")
     snap = _ebs_snapshot(self, snapshot_id)
     if snap.status != "pending":
         raise ValidationException(f"The snapshot '{snapshot_id}' is not pending")
@@ -232,7 +275,7 @@ def put_snapshot_block(self, snapshot_id, block_index, block_data, checksum, che
 
 def get_snapshot_block(self, snapshot_id, block_index):
     _wait()
-    _maybe_fail("get")
+    _maybe_fail("get", f"{snapshot_id} {block_index}")
     snap = _ebs_snapshot(self, snapshot_id)
     block = _blocks(self, snap).get(int(block_index))
     if block is None:

@@ -34,7 +34,11 @@ S5. Asynchronous states (EBS API reference, CompleteSnapshot: "Status: pending";
     not the number of blocks put; CreateSnapshot and CopySnapshot start pending; nothing is
     read from a snapshot that is not completed; RegisterImage refuses a snapshot that is not
     completed; images start pending and instances pending; StopInstances of a pending
-    instance is IncorrectInstanceState.
+    instance is IncorrectInstanceState; a stopped instance is "stopping" a moment first, and a
+    started one "pending". What pv2hvm calls when (StopInstances, CreateSnapshot with the
+    state of the instance its volume is attached to, StartSnapshot with what it asked for,
+    StartInstances) and when a snapshot or a stop settled are noted in the log as
+    "call …" and "settled …" lines with the time.
 S6. RegisterImage (EC2 API reference, RegisterImage; "Block device mappings"): a KernelId with
     VirtualizationType hvm is refused, and so are a RootDeviceName missing from the mappings
     and a VolumeSize smaller than the snapshot; PutSnapshotBlock past VolumeSize is a
@@ -115,7 +119,11 @@ class _Err(base.JsonRESTError):
 
 
 def _random_fault(op, ec2=False):
-    if not _is_pv2hvm() or _rate <= 0:
+    if not _is_pv2hvm():
+        return
+    if op not in ("put", "get"):  # moto_patches arms those two itself, for every caller
+        base._maybe_fail(op, ec2=ec2)
+    if _rate <= 0:
         return
     with _lock:
         roll = _rng.random()
@@ -124,11 +132,7 @@ def _random_fault(op, ec2=False):
         return
     _note(f"random {op} {kind}")
     if ec2:
-        if kind == "throttle":
-            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
-        err = EC2ClientError("InternalError", "An internal error has occurred")
-        err.code = 500
-        raise err
+        raise base.ec2_error(kind)
     if kind == "throttle":
         raise base.ThrottledException()
     raise base.InternalServerException()
@@ -344,6 +348,9 @@ def _start_snapshot(self):
     _check_tags((self._get_param("Tags") or []))
     out = _orig_start(self)
     sid = out.result["SnapshotId"]
+    if _is_pv2hvm():
+        _note(f"call StartSnapshot {sid} parent={parent} encrypted={self._get_param('Encrypted')} "
+              f"kms={self._get_param('KmsKeyArn')} {time.time():.3f}")
     es = ec2.snapshots[sid]
     if not parent and ec2.ebs_encryption_by_default and not es.encrypted:
         es.encrypted = True
@@ -399,10 +406,17 @@ def _settle_snapshot(ec2, sid):
         s = ec2.snapshots.get(sid)
         if s is not None and s.status == "pending":
             s.status = "completed"
+            _note(f"settled {sid} completed {time.time():.3f}")
     _later(sid, fn)
 
 
 def _create_snapshot(self):
+    if _is_pv2hvm():
+        vid = self._get_param("VolumeId")
+        vol = self.ec2_backend.volumes.get(vid)
+        inst = getattr(getattr(vol, "attachment", None), "instance", None)
+        state = inst._state.name if inst is not None else "-"
+        _note(f"call CreateSnapshot {vid} {getattr(inst, 'id', '-')} {state} {time.time():.3f}")
     _random_fault("CreateSnapshot", ec2=True)
     _check_tag_spec(self)
     out = _orig_create_snapshot(self)
@@ -571,6 +585,7 @@ AMIS.describe_images = _describe_images
 INST = ec2_instances_responses.InstanceResponse
 _orig_run = INST.run_instances
 _orig_stop = INST.stop_instances
+_orig_start_instances = INST.start_instances
 _orig_describe_instances = INST.describe_instances
 
 
@@ -606,11 +621,47 @@ def _run_instances(self):
 def _stop_instances(self):
     _tick()
     _random_fault("StopInstances", ec2=True)
-    for iid in self._get_param("InstanceIds", []) or []:
+    ids = self._get_param("InstanceIds", []) or []
+    for iid in ids:
         inst = self.ec2_backend.get_instance(iid)
         if inst._state.name == "pending":
             raise EC2ClientError("IncorrectInstanceState", f"The instance '{iid}' is not in a state from which it can be stopped.")
-    return _orig_stop(self)
+    out = _orig_stop(self)
+    # Stopping takes a while: "stopping", then "stopped".
+    for iid in ids:
+        inst = self.ec2_backend.get_instance(iid)
+        inst._state.name, inst._state.code = "stopping", 64
+        if _is_pv2hvm():
+            _note(f"call StopInstances {iid} {time.time():.3f}")
+
+        def settle(inst=inst):
+            if inst._state.name == "stopping":
+                inst._state.name, inst._state.code = "stopped", 80
+                _note(f"settled {inst.id} stopped {time.time():.3f}")
+        _later(inst.id, settle)
+    return out
+
+
+def _start_instances(self):
+    _tick()
+    _random_fault("StartInstances", ec2=True)
+    ids = self._get_param("InstanceIds", []) or []
+    for iid in ids:
+        inst = self.ec2_backend.get_instance(iid)
+        if inst._state.name not in ("stopped", "running", "pending"):
+            raise EC2ClientError("IncorrectInstanceState", f"The instance '{iid}' is not in a state from which it can be started.")
+    out = _orig_start_instances(self)
+    for iid in ids:
+        inst = self.ec2_backend.get_instance(iid)
+        if _is_pv2hvm():
+            _note(f"call StartInstances {iid} {time.time():.3f}")
+        inst._state.name, inst._state.code = "pending", 0
+
+        def settle(inst=inst):
+            if inst._state.name == "pending":
+                inst._state.name, inst._state.code = "running", 16
+        _later(inst.id, settle)
+    return out
 
 
 def _describe_instances(self):
@@ -624,6 +675,7 @@ def _describe_instances(self):
 
 INST.run_instances = _run_instances
 INST.stop_instances = _stop_instances
+INST.start_instances = _start_instances
 INST.describe_instances = _describe_instances
 
 TAGS = ec2_tags_responses.TagResponse

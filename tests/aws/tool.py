@@ -1,8 +1,13 @@
 """What pv2hvm's AWS tests do to the local server besides running pv2hvm, with boto3:
 
-    tool.py seed IMAGE [--encrypted | --kms-key ARN] [--data-volume]   upload IMAGE as a snapshot through EBS
-        direct, register a PV AMI (aki- kernel, /dev/sda1 root, an ephemeral mapping) and run an
-        instance from it; prints {"snapshot", "image", "instance"} as JSON
+    tool.py seed IMAGE [--encrypted | --kms-key ARN] [--data-volume]   upload IMAGE as a snapshot
+        through EBS direct, register a PV AMI (aki- kernel, /dev/sda1 root, an ephemeral mapping)
+        and run an instance from it; prints {"snapshot", "image", "instance", "volume_blocks"}
+        as JSON
+    tool.py edit-volume INSTANCE IMAGE PATH TEXT…   the instance's root volume becomes IMAGE with
+        its own file and each guest PATH holding TEXT (pairs); prints the blocks that differ
+    tool.py apply SNAPSHOT OUT         the blocks of SNAPSHOT that differ from the snapshot OUT
+        holds (OUT is a local image of it, named by --base SNAP) written into OUT
     tool.py download SNAPSHOT OUT      every block of SNAPSHOT into the sparse file OUT
     tool.py changed FIRST SECOND       ListChangedBlocks between two snapshots: a JSON list
     tool.py state [REGION]             every snapshot, image, instance and volume, as JSON
@@ -23,6 +28,11 @@
         PV and HVM instances of them; prints {"pv", "hvm", "pv_image", "hvm_image"}
     tool.py deploy-env FILE            the env variable names a Kubernetes or Batch file sets,
         and the command it runs, as JSON (the file parsed as YAML or JSON)
+
+Each instance of a seeded ext2/3/4 image gets a root volume of its own: the image plus the file
+/etc/pv2hvm-volume holding "volume of i-…" (its instance id), as a volume that has been written
+to since launch holds more than its AMI's snapshot. The blocks that differ go up as a child of
+the AMI's snapshot and the volume is tagged moto:content=SNAP (moto_patches 14).
 
 seed --variant windows|marketplace|instance-store tags the AMI with moto_patches' test-only
 `moto:*` tags, so that it and its instance look like what preflight must refuse.
@@ -98,6 +108,100 @@ def upload(ebs, path, **start):
     return snap
 
 
+VOLUME_FILE = "/etc/pv2hvm-volume"
+_PLACEHOLDER = "volume of i-XXXXXXXXXXXXXXXXX\n"
+
+
+def _is_ext(path):
+    with open(path, "rb") as f:
+        f.seek(1080)
+        return f.read(2) == b"\x53\xef"
+
+
+def _edited_image(path, edits, tmp):
+    """A sparse copy of `path` in `tmp` with each guest file of `edits` replaced by its text;
+    returns the copy and {block index: data} of the 512 KiB blocks that differ from `path`."""
+    import subprocess
+
+    copy = os.path.join(tmp, "volume.img")
+    subprocess.run(["cp", "--sparse=always", "--reflink=auto", path, copy], check=True)
+    for guest, text in edits:
+        src = os.path.join(tmp, "file")
+        with open(src, "w") as f:
+            f.write(text)
+        subprocess.run(["debugfs", "-w", "-R", f"rm {guest}", copy], capture_output=True)
+        out = subprocess.run(["debugfs", "-w", "-R", f"write {src} {guest}", copy], capture_output=True, text=True)
+        if "Allocated inode" not in out.stdout + out.stderr:
+            sys.exit(f"debugfs could not write {guest}: {out.stdout}{out.stderr}")
+    changed = {}
+    with open(copy, "rb") as a, open(path, "rb") as b:
+        fd, end, at = a.fileno(), os.fstat(a.fileno()).st_size, 0
+        while at < end:
+            try:
+                data = os.lseek(fd, at, os.SEEK_DATA)
+            except OSError:
+                break
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            for idx in range(data // BLOCK, (hole + BLOCK - 1) // BLOCK):
+                a.seek(idx * BLOCK)
+                b.seek(idx * BLOCK)
+                x, y = a.read(BLOCK).ljust(BLOCK, b"\0"), b.read(BLOCK).ljust(BLOCK, b"\0")
+                if x != y:
+                    changed[idx] = x
+            at = hole
+    return copy, changed
+
+
+def _put_child(ec2, ebs, parent, blocks, name):
+    """A snapshot of `blocks` over `parent` (EBS direct, as a child); waits for it."""
+    size = ec2.describe_snapshots(SnapshotIds=[parent])["Snapshots"][0]["VolumeSize"]
+    snap = ebs.start_snapshot(VolumeSize=size, ParentSnapshotId=parent,
+                              Tags=[{"Key": "Name", "Value": name}])["SnapshotId"]
+    for idx, data in sorted(blocks.items()):
+        ebs.put_snapshot_block(
+            SnapshotId=snap, BlockIndex=idx, BlockData=data, DataLength=BLOCK,
+            Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode(), ChecksumAlgorithm="SHA256")
+    ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=len(blocks))
+    wait_snapshot(ec2, snap)
+    return snap
+
+
+def _root_volume(ec2, inst):
+    i = ec2.describe_instances(InstanceIds=[inst])["Reservations"][0]["Instances"][0]
+    image = ec2.describe_images(ImageIds=[i["ImageId"]])["Images"][0]
+    root = image["RootDeviceName"]
+    vol = next(b["Ebs"]["VolumeId"] for b in i["BlockDeviceMappings"] if b["DeviceName"] == root)
+    snap = next(b["Ebs"]["SnapshotId"] for b in image["BlockDeviceMappings"] if b["DeviceName"] == root)
+    return vol, snap
+
+
+def own_volumes(ec2, ebs, path, instances, edits=()):
+    """Gives each instance's root volume its own data (see the module's docstring), with
+    `edits` too; returns {instance: [block indices that differ from the image]}."""
+    import tempfile
+
+    if not _is_ext(path):
+        return {i: [] for i in instances}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        _, blocks = _edited_image(path, [(VOLUME_FILE, _PLACEHOLDER)] + list(edits), tmp)
+        at = [i for i, d in blocks.items() if _PLACEHOLDER.encode() in d]
+        if len(at) != 1:
+            sys.exit(f"the placeholder is in {len(at)} blocks")
+
+        def own(inst):
+            mine = dict(blocks)
+            mine[at[0]] = blocks[at[0]].replace(_PLACEHOLDER.encode(), f"volume of {inst}\n".encode())
+            vol, parent = _root_volume(ec2, inst)
+            content = _put_child(ec2, ebs, parent, mine, f"volume content of {inst}")
+            ec2.create_tags(Resources=[vol], Tags=[{"Key": "moto:content", "Value": content}])
+            out[inst] = sorted(mine)
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(own, instances))
+    return out
+
+
 def register_pv(ec2, snap, variant=None, name="pv-guest"):
     wait_snapshot(ec2, snap)
     mappings = [
@@ -127,7 +231,9 @@ def fleet_seed(path, count, variant=None, prefix="fleet"):
     ec2, ebs = clients()
     snap = upload(ebs, path)
     image = register_pv(ec2, snap, variant, name=f"{prefix}-pv")
-    print(json.dumps({"snapshot": snap, "image": image, "instances": run(ec2, image, count, prefix)}))
+    instances = run(ec2, image, count, prefix)
+    own = own_volumes(ec2, ebs, path, instances)
+    print(json.dumps({"snapshot": snap, "image": image, "instances": instances, "volume_blocks": own}))
 
 
 def fake_fleet(region, pv, hvm):
@@ -191,7 +297,8 @@ def seed(path, encrypted=False, data_volume=False, variant=None, instance_type="
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
     )["Instances"][0]["InstanceId"]
     wait_running(ec2, [inst])
-    print(json.dumps({"snapshot": snap, "image": image, "instance": inst}))
+    own = own_volumes(ec2, ebs, path, [inst])[inst]
+    print(json.dumps({"snapshot": snap, "image": image, "instance": inst, "volume_blocks": own}))
 
 
 VARIANTS = {
@@ -222,6 +329,32 @@ def download(snap, out):
             f.seek(idx * BLOCK)
             f.write(data)
     print(json.dumps({"blocks": len(blocks), "size": size}))
+
+
+def apply(snap, out, base):
+    """Writes the blocks of `snap` that differ from `base` into `out`, a local image of `base`:
+    the whole of `snap` for the price of its changed blocks."""
+    _, ebs = clients()
+    changed, token = {}, None
+    while True:
+        kw = {"NextToken": token} if token else {}
+        page = ebs.list_changed_blocks(FirstSnapshotId=base, SecondSnapshotId=snap, **kw)
+        for b in page["ChangedBlocks"]:
+            changed[b["BlockIndex"]] = b.get("SecondBlockToken")
+        token = page.get("NextToken")
+        if not token:
+            break
+    with open(out, "r+b") as f:
+        for idx, tok in sorted(changed.items()):
+            if tok is None:
+                data = b"\0" * BLOCK
+            else:
+                r = ebs.get_snapshot_block(SnapshotId=snap, BlockIndex=idx, BlockToken=tok)
+                data = r["BlockData"].read()
+                assert base64.b64encode(hashlib.sha256(data).digest()).decode() == r["Checksum"], idx
+            f.seek(idx * BLOCK)
+            f.write(data)
+    print(json.dumps(sorted(changed)))
 
 
 def changed(first, second):
@@ -313,6 +446,12 @@ if __name__ == "__main__":
         iam_user(args[0], args[1])
     elif cmd == "auth":
         auth(args[0] == "on")
+    elif cmd == "edit-volume":
+        ec2, ebs = clients()
+        pairs = list(zip(args[2::2], args[3::2]))
+        print(json.dumps(own_volumes(ec2, ebs, args[1], [args[0]], pairs)[args[0]]))
+    elif cmd == "apply":
+        apply(args[0], args[1], args[args.index("--base") + 1])
     elif cmd == "hvm-image":
         hvm_image(args[0])
     else:

@@ -138,3 +138,25 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A local image of a snapshot, for the price of the blocks it changed: `image` holds the
+/// snapshot `base` (for example a copy of the fixture its AMI was uploaded from); the blocks of
+/// `snap` that differ from `base` are written into it. Returns their indices. [`restore`] puts
+/// `image` back.
+impl Moto {
+    pub fn apply(&self, base: &str, snap: &str, image: &Path) -> Vec<u64> {
+        let v = self.tool_json(&["apply", snap, image.to_str().unwrap(), "--base", base]);
+        v.as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect()
+    }
+}
+
+/// Copies `blocks` (512 KiB) of `from` back over `image`.
+pub fn restore(image: &Path, from: &Path, blocks: &[u64]) {
+    use std::os::unix::fs::FileExt;
+    let (src, dst) = (std::fs::File::open(from).unwrap(), std::fs::OpenOptions::new().write(true).open(image).unwrap());
+    let mut buf = vec![0u8; 512 << 10];
+    for &b in blocks {
+        src.read_exact_at(&mut buf, b * (512 << 10)).unwrap();
+        dst.write_all_at(&buf, b * (512 << 10)).unwrap();
+    }
+}

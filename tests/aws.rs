@@ -6,22 +6,12 @@ mod common;
 
 use std::path::Path;
 
-use common::moto::Moto;
+use common::moto::{Moto, tag};
 use common::*;
 use pv2hvm::boot::check::{self as bootcheck, BootCheck, DiskBus};
 
-fn migrate_json(m: &Moto, args: &[&str], work: &Path) -> serde_json::Value {
-    let out =
-        run_ok(m.pv2hvm().arg("migrate").args(args).args(["--yes", "--format", "json", "-q", "--work-dir"]).arg(work));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
-}
-
 fn image<'a>(state: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     state["images"].as_array().unwrap().iter().find(|i| i["ImageId"] == id).unwrap_or_else(|| panic!("no {id}"))
-}
-
-fn tag<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    v["Tags"].as_array()?.iter().find(|t| t["Key"] == key)?["Value"].as_str()
 }
 
 fn ids(state: &serde_json::Value, what: &str, key: &str) -> Vec<String> {
@@ -36,21 +26,7 @@ fn metadata_blocks(image: &Path, dir: &Path) -> u64 {
     let meta = dir.join("meta.img");
     run_ok(std::process::Command::new("e2image").arg("-r").arg(image).arg(&meta));
     let f = std::fs::File::open(&meta).unwrap();
-    let len = f.metadata().unwrap().len();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    let mut blocks = std::collections::BTreeSet::new();
-    let mut at = 0i64;
-    loop {
-        // SAFETY: lseek on a file we own; no memory is touched.
-        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
-        if data < 0 || data as u64 >= len {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        blocks.extend(data as u64 / (512 << 10)..=(hole as u64 - 1) / (512 << 10));
-        at = hole;
-    }
+    let blocks = data_blocks(&f, f.metadata().unwrap().len(), 512 << 10);
     let _ = std::fs::remove_file(&meta);
     blocks.len() as u64
 }
@@ -109,7 +85,7 @@ fn migrating_an_instance_in_place_registers_a_bootable_hvm_ami_from_the_delta_al
         (seeded["snapshot"].as_str().unwrap(), seeded["image"].as_str().unwrap(), seeded["instance"].as_str().unwrap());
     let before = m.tool_json(&["state"]);
 
-    let r = migrate_json(&m, &[inst], dir.path());
+    let r = m.migrate_json(&[inst], dir.path());
     assert_eq!(r["outcome"], "migrated");
     let new_ami = r["image"].as_str().unwrap();
     let root = r["root_snapshot"].as_str().unwrap();
@@ -175,7 +151,7 @@ fn migrating_an_instance_in_place_registers_a_bootable_hvm_ami_from_the_delta_al
     assert_eq!(from_ami, &own | &delta_blocks, "the AMI's snapshot to the result");
 
     // A second run finds the AMI and makes nothing.
-    let again = migrate_json(&m, &[inst], dir.path());
+    let again = m.migrate_json(&[inst], dir.path());
     assert_eq!(again["outcome"], "already-migrated");
     assert_eq!(again["image"], new_ami);
     let after = m.tool_json(&["state"]);
@@ -228,7 +204,7 @@ fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
     // The reviewed plan, applied to the instance: its fresh snapshot has not drifted.
     let saved = dir.path().join("plan.json");
     run_ok(m.pv2hvm().args(["plan", inst, "-q", "-o"]).arg(&saved).arg("--work-dir").arg(dir.path()));
-    let r = migrate_json(&m, &[inst, "--plan", saved.to_str().unwrap()], dir.path());
+    let r = m.migrate_json(&[inst, "--plan", saved.to_str().unwrap()], dir.path());
     assert_eq!(r["outcome"], "migrated");
     // A plan (other options, so other work) reviewed before the volume changed a file it
     // edits: the fresh snapshot has drifted, and the run is refused with nothing left.
@@ -252,7 +228,7 @@ fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
     assert_eq!(ids(&after, "images", "ImageId"), ids(&before_drift, "images", "ImageId"));
 
     // From the AMI, in place, copied to two more regions.
-    let r = migrate_json(&m, &[ami, "--name", "from-ami", "--copy-to-regions", "us-west-2,eu-west-1"], dir.path());
+    let r = m.migrate_json(&[ami, "--name", "from-ami", "--copy-to-regions", "us-west-2,eu-west-1"], dir.path());
     assert_eq!(r["outcome"], "migrated");
     assert_eq!(r["source_snapshot"], snap, "an AMI's root snapshot is read as it is");
     let state = m.tool_json(&["state"]);
@@ -289,7 +265,7 @@ fn plans_create_nothing_and_ami_and_snapshot_sources_migrate_in_each_layout() {
     }
 
     // From the snapshot, --layout mbr: a whole new disk with no parent, which boots.
-    let r = migrate_json(&m, &[snap, "--layout", "mbr", "--name", "from-snap"], dir.path());
+    let r = m.migrate_json(&[snap, "--layout", "mbr", "--name", "from-snap"], dir.path());
     assert_eq!(r["outcome"], "migrated");
     let root = r["root_snapshot"].as_str().unwrap();
     assert!(r["blocks_uploaded"].as_u64().unwrap() > 300, "the whole disk went up: {r}");
@@ -425,7 +401,7 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
          DescribeSnapshots=2:throttle,RegisterImage=1:500,RunInstances=1:throttle,StartInstances=1:500",
     );
     let dealt_before = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
-    let r = migrate_json(&m, &[inst, "--stop", "--launch"], dir.path());
+    let r = m.migrate_json(&[inst, "--stop", "--launch"], dir.path());
     assert_eq!(r["outcome"], "migrated");
     let calls = server_calls(&m).split_off(seen);
     let at =
@@ -534,26 +510,6 @@ fn preflight_refusals_already_hvm_and_an_unreachable_endpoint() {
     assert!(started.elapsed().as_secs() < 90, "gave up after {:?}", started.elapsed());
 }
 
-/// The blocks (512 KiB) in which two equally long images differ.
-fn differing_blocks(a: &Path, b: &Path) -> Vec<u64> {
-    use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
-    assert_eq!(fa.metadata().unwrap().len(), fb.metadata().unwrap().len(), "{} and {}", a.display(), b.display());
-    let (mut ba, mut bb) = (vec![0u8; 512 << 10], vec![0u8; 512 << 10]);
-    let mut out = Vec::new();
-    for i in 0.. {
-        let n = fa.read(&mut ba).unwrap();
-        if n == 0 {
-            break;
-        }
-        fb.read_exact(&mut bb[..n]).unwrap();
-        if ba[..n] != bb[..n] {
-            out.push(i);
-        }
-    }
-    out
-}
-
 #[test]
 fn encryption_by_default_public_snapshots_names_and_types_as_aws_has_them_with_faults_on_every_call() {
     // 1% of every call fails (throttling, 5xx, corrupted block bodies), on top of the strict
@@ -588,7 +544,7 @@ fn encryption_by_default_public_snapshots_names_and_types_as_aws_has_them_with_f
 
     // The public AMI snapshot: copied into the account, encrypted (the account encrypts by
     // default), and the child built on the copy; the copy is gone at the end.
-    let r = migrate_json(&m, &[ami], dir.path());
+    let r = m.migrate_json(&[ami], dir.path());
     assert_eq!(r["outcome"], "migrated");
     let notes = r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect::<Vec<_>>().join("\n");
     assert!(notes.contains(&format!("copied {snap} to the temporary")) && notes.contains("is public"), "{notes}");
@@ -617,7 +573,7 @@ fn encryption_by_default_public_snapshots_names_and_types_as_aws_has_them_with_f
     // The instance, with encryption by default on: its fresh snapshot is unencrypted, so the
     // child is built on an encrypted copy; its Name becomes a valid AMI name; m1.small's
     // replacement is a type that exists (there is no m5.small).
-    let r = migrate_json(&m, &[inst, "--launch"], dir.path());
+    let r = m.migrate_json(&[inst, "--launch"], dir.path());
     assert_eq!(r["outcome"], "migrated");
     let notes = r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect::<Vec<_>>().join("\n");
     assert!(notes.contains("encryption by default is on"), "{notes}");

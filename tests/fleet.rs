@@ -11,12 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::moto::Moto;
+use common::moto::{Moto, tag};
 use common::*;
-
-fn tag<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    v["Tags"].as_array()?.iter().find(|t| t["Key"] == key)?["Value"].as_str()
-}
 
 fn seed(m: &Moto, image: &Path, n: usize, extra: &[&str]) -> Vec<String> {
     seeded(m, image, n, extra).0

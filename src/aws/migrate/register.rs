@@ -133,7 +133,7 @@ pub fn register(
         Some(n) => n.clone(),
         None => {
             let base = src.name.clone().unwrap_or_else(|| o.source.clone());
-            let work = crate::util::sha256_hex(root.id.as_bytes());
+            let work = crate::util::sha256_hex(format!("{}\n{hash}", o.source).as_bytes());
             let name = tags::ami_name(&base, &format!("-hvm-{}", &work[..8]));
             if !name.starts_with(&base) {
                 report.notes.push(format!("the AMI is named {name:?}: EC2 takes no {base:?} in an AMI name"));

@@ -36,6 +36,17 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for the tests that keep exit codes distinct and documented.
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::Internal,
+        ErrorKind::Refused,
+        ErrorKind::Source,
+        ErrorKind::Destination,
+        ErrorKind::HostTool,
+        ErrorKind::Verify,
+        ErrorKind::Cloud,
+    ];
+
     /// The process exit code for this kind (README, "Exit codes").
     pub fn exit_code(self) -> u8 {
         match self {
@@ -180,15 +191,7 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct_and_documented() {
-        let kinds = [
-            ErrorKind::Internal,
-            ErrorKind::Refused,
-            ErrorKind::Source,
-            ErrorKind::Destination,
-            ErrorKind::HostTool,
-            ErrorKind::Verify,
-            ErrorKind::Cloud,
-        ];
+        let kinds = ErrorKind::ALL;
         let mut codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.sort();
         codes.dedup();

@@ -70,15 +70,7 @@ mod tests {
 
     #[test]
     fn fleet_exit_codes_are_their_own_and_documented() {
-        let kinds = [
-            ErrorKind::Internal,
-            ErrorKind::Refused,
-            ErrorKind::Source,
-            ErrorKind::Destination,
-            ErrorKind::HostTool,
-            ErrorKind::Verify,
-            ErrorKind::Cloud,
-        ];
+        let kinds = ErrorKind::ALL;
         let mut codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).chain([0, 2]).collect();
         let readme = include_str!("../../README.md");
         for c in [exit::REFUSED, exit::RETRY, exit::BUSY] {

@@ -82,8 +82,8 @@ fn copies_tag_their_snapshots_take_a_key_of_their_region_and_cleanup_removes_the
         assert_eq!(m.tagged(region, "snapshots", "copies").len(), 1, "{region}");
     }
 
-    // cleanup removes the run's AMIs and snapshots in every region named (the copies' first,
-    // while the AMIs behind them are deregistered first: EC2 refuses to delete a snapshot in use).
+    // cleanup removes the run's AMIs and snapshots in every region named, the copies' snapshots
+    // included (each region's AMIs go first: EC2 refuses to delete a snapshot an AMI holds).
     let out = run_ok(m.pv2hvm().args(["cleanup", "--run-id", "copies", "--regions", "us-west-2,eu-west-1", "--yes"]));
     let text = stdout(&out);
     for region in ["us-east-1", "us-west-2", "eu-west-1"] {

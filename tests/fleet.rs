@@ -167,6 +167,39 @@ fn discover_lists_exactly_the_pv_instances_and_amis_of_three_regions() {
     // A bad filter is a usage error before any call.
     let out = m.pv2hvm().args(["fleet", "discover", "--filter", "nonsense"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // More than one page of EC2's largest (1,000 items) of each kind: the strict server pages
+    // DescribeInstances and DescribeImages shortly and at random (tests/aws/strict_listings.py),
+    // and every item of every page is listed, the HVM ones between them left out.
+    let bulk = m.tool_json(&["bulk", "sa-east-1", "1100", "1050"]);
+    let set = |k: &str| -> BTreeSet<String> {
+        bulk[k].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect()
+    };
+    let seen = std::fs::read_to_string(&m.strict_log).unwrap().lines().count();
+    let out = run_ok(m.pv2hvm().args(["fleet", "discover", "--regions", "sa-east-1", "--format", "json"]));
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let found = |kind: &str| -> BTreeSet<String> {
+        items.iter().filter(|i| i["kind"] == kind).map(|i| i["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(found("instance"), set("pv"));
+    assert_eq!(found("image"), set("pv_images"));
+    assert_eq!(items.len(), 1100 + 1050, "each item once");
+    // The server's own count: pages served to pv2hvm add up to the whole listing, in many pages.
+    let log = std::fs::read_to_string(&m.strict_log).unwrap();
+    for (what, total) in [("describe-instances", 1100 + 5), ("describe-images", 1050)] {
+        let pages: Vec<(usize, usize)> = log
+            .lines()
+            .skip(seen)
+            .filter_map(|l| l.strip_prefix(&format!("page {what} ")))
+            .map(|l| {
+                let (n, of) = l.split_once(" of ").unwrap();
+                (n.parse().unwrap(), of.parse().unwrap())
+            })
+            .collect();
+        assert!(pages.len() > 7, "{what}: {pages:?}");
+        assert!(pages.iter().all(|&(_, of)| of == total), "{what}: {pages:?}");
+        assert_eq!(pages.iter().map(|&(n, _)| n).sum::<usize>(), total, "{what}: every page, to the last");
+    }
 }
 
 /// Report text with its run-dependent parts replaced: ids, timings, the fixture's kernel

@@ -693,5 +693,7 @@ def _create_tags(self):
 
 TAGS.create_tags = _create_tags
 
-# S9, S10: AMI copies and snapshot deletion.
+# S9-S11: AMI copies, snapshot deletion, regions.
 import strict_copies  # noqa: E402,F401
+# S12: DescribeInstances and DescribeImages page as EC2 pages them.
+import strict_listings  # noqa: E402,F401

@@ -26,6 +26,9 @@
     tool.py add-instances IMAGE N [--name PREFIX]   N more instances of IMAGE; prints their ids
     tool.py fake-fleet REGION PV HVM   in REGION: a PV and an HVM AMI over an empty snapshot,
         PV and HVM instances of them; prints {"pv", "hvm", "pv_image", "hvm_image"}
+    tool.py bulk REGION PV IMAGES      in REGION, quickly: PV instances (in reservations of 250)
+        and IMAGES PV AMIs over an empty snapshot, with 3 HVM instances and an HVM AMI between
+        them; prints {"pv", "pv_images"}
     tool.py deploy-env FILE            the env variable names a Kubernetes or Batch file sets,
         and the command it runs, as JSON (the file parsed as YAML or JSON)
 
@@ -202,8 +205,9 @@ def own_volumes(ec2, ebs, path, instances, edits=()):
     return out
 
 
-def register_pv(ec2, snap, variant=None, name="pv-guest"):
-    wait_snapshot(ec2, snap)
+def register_pv(ec2, snap, variant=None, name="pv-guest", settled=False):
+    if not settled:
+        wait_snapshot(ec2, snap)
     mappings = [
         {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": snap, "DeleteOnTermination": True}},
         {"DeviceName": "/dev/sda2", "VirtualName": "ephemeral0"},
@@ -247,6 +251,27 @@ def fake_fleet(region, pv, hvm):
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"]
     print(json.dumps({"pv": run(ec2, pv_image, pv, f"pv-{region}"), "hvm": run(ec2, hvm_image, hvm, f"hvm-{region}", "m5.large"),
                       "pv_image": pv_image, "hvm_image": hvm_image}))
+
+
+def bulk(region, pv, images):
+    ec2, ebs = clients(region)
+    snap = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=0)
+    wait_snapshot(ec2, snap)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        pv_images = list(pool.map(lambda i: register_pv(ec2, snap, name=f"bulk-pv-{i:04d}", settled=True), range(images)))
+    hvm_image = ec2.register_image(
+        Name="bulk-hvm", Architecture="x86_64", VirtualizationType="hvm", RootDeviceName="/dev/xvda", EnaSupport=True,
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"]
+    wait_image(ec2, pv_images[0])
+    wait_image(ec2, hvm_image)
+    ids = []
+    while len(ids) < pv:
+        n = min(250, pv - len(ids))
+        ids += [i["InstanceId"] for i in ec2.run_instances(
+            ImageId=pv_images[0], MinCount=n, MaxCount=n, InstanceType="m1.small")["Instances"]]
+        ec2.run_instances(ImageId=hvm_image, MinCount=1, MaxCount=1, InstanceType="m5.large")  # one per batch
+    print(json.dumps({"pv": ids, "pv_images": pv_images}))
 
 
 def deploy_env(path):
@@ -429,6 +454,8 @@ if __name__ == "__main__":
         print(json.dumps(run(clients()[0], args[0], int(args[1]), prefix)))
     elif cmd == "fake-fleet":
         fake_fleet(args[0], int(args[1]), int(args[2]))
+    elif cmd == "bulk":
+        bulk(args[0], int(args[1]), int(args[2]))
     elif cmd == "deploy-env":
         deploy_env(args[0])
     elif cmd == "encryption-by-default":

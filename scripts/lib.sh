@@ -6,7 +6,7 @@ PV2HVM_CACHE=${PV2HVM_CACHE:-/var/cache/pv2hvm}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PV2HVM_CACHE/target}
 
 # Debian packages: build (libext2fs-dev, pkg-config), run (GRUB, e2fsprogs), --boot-check
-# (QEMU, SeaBIOS), fixtures (mmdebstrap) and tests (xfsprogs, btrfs-progs, fdisk, cpio, kmod,
+# (QEMU, SeaBIOS), fixtures (mmdebstrap) and tests (xfsprogs, btrfs-progs, fdisk, cpio, kmod, tmux,
 # the host decompressors for every initramfs format,
 # and the guests' own initramfs listing tools from initramfs-tools-core and dracut-core).
 PV2HVM_PACKAGES=(
@@ -14,7 +14,7 @@ PV2HVM_PACKAGES=(
   grub-pc-bin grub-common e2fsprogs
   qemu-system-x86 seabios
   mmdebstrap ca-certificates
-  xfsprogs btrfs-progs fdisk cpio kmod xz-utils lz4 zstd bzip2
+  xfsprogs btrfs-progs fdisk cpio kmod xz-utils lz4 zstd bzip2 tmux
   initramfs-tools-core dracut-core
 )
 

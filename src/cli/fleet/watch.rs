@@ -50,6 +50,8 @@ impl Watch {
             {
                 total.set_style(s.progress_chars("=> "));
             }
+            // Drawn now, at 0 of N, not only once the first source has finished.
+            total.tick();
             Arc::new(Bars { multi, total, lines: Mutex::new(HashMap::new()), stop: AtomicBool::new(false) })
         });
         // Counters move between stage events: redraw the active lines twice a second.

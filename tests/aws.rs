@@ -286,6 +286,20 @@ fn throttling_and_server_errors_are_retried_and_cleanup_removes_an_interrupted_r
     let inst = seeded["instance"].as_str().unwrap();
     let before = m.tool_json(&["state"]);
 
+    // An EC2 call that keeps failing (500): the SDK's 8 attempts and no more (pv2hvm's own
+    // retries of fresh ids do not multiply them), then exit 7 with nothing made.
+    let log = m.inject("DescribeInstances=100000:500");
+    let out = m
+        .pv2hvm()
+        .args(["migrate", inst, "--yes", "-q", "--run-id", "capped", "--work-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let dealt = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(dealt.lines().filter(|l| l.starts_with("DescribeInstances 500 ")).count(), 8, "{dealt}");
+    assert_eq!(m.tool_json(&["state"]), before, "nothing made");
+
     // Every put fails: the run stops with exit 7 and names its run id; what it wrote stays
     // tagged until cleanup, and nothing was registered.
     let log = m.inject("put=100000:500");

@@ -40,15 +40,7 @@ pub fn cleanup(aws: &Aws, sel: &Selection, regions: &[String], dry_run: bool) ->
     match sel {
         Selection::Run(run) => {
             let by_run = || vec![tag_filter(tags::RUN_ID, run)];
-            let out = aws
-                .block_on(aws.ec2.describe_instances().set_filters(Some(by_run())).send())
-                .map_err(|e| AwsError::call("listing the run's instances", e))?;
-            for i in out.reservations().iter().flat_map(|r| r.instances()) {
-                let gone = i.state().and_then(|s| s.name()).is_some_and(|n| n.as_str() == "terminated");
-                if let (Some(id), false) = (i.instance_id(), gone) {
-                    report.instances.push(id.to_string());
-                }
-            }
+            report.instances = ec2::find_instances(aws, by_run())?.into_iter().map(|(id, _)| id).collect();
             if !dry_run && !report.instances.is_empty() {
                 aws.block_on(aws.ec2.terminate_instances().set_instance_ids(Some(report.instances.clone())).send())
                     .map_err(|e| AwsError::call("terminating the run's instances", e))?;

@@ -325,26 +325,42 @@ pub fn find_snapshots_in(
     }
 }
 
-/// This account's AMIs matching `filters`, in `client`'s region.
+/// This account's AMIs matching `filters`, in `client`'s region, every page.
 pub fn find_images(aws: &Aws, client: &aws_sdk_ec2::Client, filters: Vec<Filter>) -> Result<Vec<ImageInfo>, AwsError> {
-    let out = aws
-        .block_on(client.describe_images().owners("self").set_filters(Some(filters)).send())
-        .map_err(|e| AwsError::call("listing AMIs", e))?;
-    Ok(out
-        .images()
-        .iter()
-        .map(|i| ImageInfo {
-            id: i.image_id().unwrap_or_default().to_string(),
-            state: i.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
-            name: i.name().map(str::to_string),
-            snapshots: i
-                .block_device_mappings()
-                .iter()
-                .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
-                .collect(),
-            tags: own_tags(i.tags().iter()),
-        })
-        .collect())
+    let mut out = Vec::new();
+    let mut next = None;
+    loop {
+        let page = aws
+            .block_on(
+                client
+                    .describe_images()
+                    .owners("self")
+                    .set_filters(Some(filters.clone()))
+                    .max_results(1000)
+                    .set_next_token(next.take())
+                    .send(),
+            )
+            .map_err(|e| AwsError::call("listing AMIs", e))?;
+        out.extend(page.images().iter().map(image_summary));
+        match page.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn image_summary(i: &aws_sdk_ec2::types::Image) -> ImageInfo {
+    ImageInfo {
+        id: i.image_id().unwrap_or_default().to_string(),
+        state: i.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        name: i.name().map(str::to_string),
+        snapshots: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect(),
+        tags: own_tags(i.tags().iter()),
+    }
 }
 
 pub fn create_snapshot(
@@ -616,7 +632,12 @@ pub fn find_instances(aws: &Aws, filters: Vec<Filter>) -> Result<Vec<(String, St
     loop {
         let page = aws
             .block_on(
-                aws.ec2.describe_instances().set_filters(Some(filters.clone())).set_next_token(next.take()).send(),
+                aws.ec2
+                    .describe_instances()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(1000)
+                    .set_next_token(next.take())
+                    .send(),
             )
             .map_err(|e| AwsError::call("listing instances", e))?;
         for i in page.reservations().iter().flat_map(|r| r.instances()) {

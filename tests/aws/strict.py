@@ -37,8 +37,9 @@ S5. Asynchronous states (EBS API reference, CompleteSnapshot: "Status: pending";
     instance is IncorrectInstanceState; a stopped instance is "stopping" a moment first, and a
     started one "pending". What pv2hvm calls when (StopInstances, CreateSnapshot with the
     state of the instance its volume is attached to, StartSnapshot with what it asked for,
-    StartInstances) and when a snapshot or a stop settled are noted in the log as
-    "call …" and "settled …" lines with the time.
+    StartInstances, RegisterImage with the image and its region as the call returns) and when
+    a snapshot or a stop settled are noted in the log as "call …" and "settled …" lines with
+    the time.
 S6. RegisterImage (EC2 API reference, RegisterImage; "Block device mappings"): a KernelId with
     VirtualizationType hvm is refused, and so are a RootDeviceName missing from the mappings
     and a VolumeSize smaller than the snapshot; PutSnapshotBlock past VolumeSize is a
@@ -550,6 +551,8 @@ def _register_image(self):
                                  f"Volume of size {ebs['VolumeSize']} is smaller than snapshot '{sid}', expect size >= {s.volume.size}")
     out = _orig_register(self)
     image_id = out.result["ImageId"]
+    if _is_pv2hvm():
+        _note(f"call RegisterImage {image_id} {self.ec2_backend.region_name} {time.time():.3f}")
     self.ec2_backend.amis[image_id].state = "pending"
     _settle_image(self.ec2_backend, image_id)
     _fresh_id(image_id)

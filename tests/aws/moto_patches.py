@@ -37,7 +37,9 @@ Each patch names the gap it closes:
     from, so a volume written to since launch cannot be told from its AMI. A volume tagged
     `moto:content=SNAP` (test-only, set by tests/aws/tool.py) holds SNAP's blocks instead: a
     snapshot EC2 CreateSnapshot makes of it reads as SNAP, as a snapshot of a volume reads as
-    what the volume holds (EBS user guide, "Amazon EBS snapshots").
+    what the volume holds (EBS user guide, "Amazon EBS snapshots"): what it held when the
+    snapshot was taken, so that a later edit of the volume (a new `moto:content`) leaves the
+    older snapshots as they were.
 13. Latency (opt in, for benchmarks): with PV2HVM_MOTO_EBS_LATENCY_MS set, every EBS direct
     request (StartSnapshot, PutSnapshotBlock, GetSnapshotBlock, ListSnapshotBlocks,
     ListChangedBlocks, CompleteSnapshot) waits that long before it is served, as a request
@@ -54,6 +56,7 @@ from moto.core.exceptions import JsonRESTError
 from moto.ebs import models as ebs_models
 from moto.ebs import responses as ebs_responses
 from moto.ec2.models import amis as ec2_amis
+from moto.ec2.models import elastic_block_store as ec2_ebs
 from moto.ec2.models import instances as ec2_instances
 from moto.ec2.responses import amis as ec2_amis_responses
 
@@ -192,7 +195,9 @@ def _ebs_snapshot(backend, snapshot_id):
     source = getattr(ec2_snap.volume, "snapshot_id", None)
     # 14. A volume with data of its own.
     vol_id = getattr(ec2_snap.volume, "id", None)
-    content = backend.ec2_backend.tags.get(vol_id, {}).get("moto:content") if vol_id else None
+    content = ec2_snap.__dict__.get("_pv2hvm_content")
+    if content is None and vol_id:
+        content = backend.ec2_backend.tags.get(vol_id, {}).get("moto:content")
     if content:
         source = content
     if source:
@@ -470,3 +475,15 @@ def _setup_defaults(self):
 
 
 ec2_instances.Instance.setup_defaults = _setup_defaults
+
+# 14. A snapshot holds what its volume held when it was taken.
+_orig_ec2_create_snapshot = ec2_ebs.EBSBackend.create_snapshot
+
+
+def _ec2_create_snapshot(self, volume_id, *args, **kwargs):
+    snap = _orig_ec2_create_snapshot(self, volume_id, *args, **kwargs)
+    snap._pv2hvm_content = self.tags.get(volume_id, {}).get("moto:content", "")
+    return snap
+
+
+ec2_ebs.EBSBackend.create_snapshot = _ec2_create_snapshot

@@ -11,6 +11,7 @@ S9. CopyImage (EC2 API reference, CopyImage; EC2 user guide, "Copy an AMI" and "
     refused, and so is a key ARN of another region. ClientToken makes the call idempotent
     (same token, same copy; same token with other parameters, IdempotentParameterMismatch).
     The snapshots start pending and complete a moment later, then the copy is available.
+    Faults injected for CopyImage (moto_patches 9) are dealt to repeated calls too.
     Test-only variant: a source AMI tagged `moto:copy-fails` = REGION gives copies in REGION
     that end "failed" (their snapshots "error").
 S11. DescribeRegions lists the regions of the caller's partition (EC2 API reference,
@@ -64,6 +65,9 @@ def _copy_image(self):
     params = (self._get_param("SourceImageId"), self._get_param("SourceRegion"), self._get_param("Name"), encrypted,
               key)
     if token and (region, token) in _tokens:
+        # A repeated call is a call too: injected faults (moto_patches 9) reach it.
+        if strict._is_pv2hvm():
+            base._maybe_fail("CopyImage", ec2=True)
         seen, image_id = _tokens[(region, token)]
         if seen != params:
             raise EC2ClientError("IdempotentParameterMismatch", f"ClientToken {token} was used with other parameters")

@@ -1,9 +1,13 @@
 """What pv2hvm's AWS tests do to the local server besides running pv2hvm, with boto3:
 
-    tool.py seed IMAGE [--encrypted | --kms-key ARN] [--data-volume]   upload IMAGE as a snapshot
-        through EBS direct, register a PV AMI (aki- kernel, /dev/sda1 root, an ephemeral mapping)
-        and run an instance from it; prints {"snapshot", "image", "instance", "volume_blocks"}
-        as JSON
+    tool.py seed IMAGE [--encrypted | --kms-key ARN] [--data-volume] [--network]   upload IMAGE
+        as a snapshot through EBS direct, register a PV AMI (aki- kernel, /dev/sda1 root, an
+        ephemeral mapping) and run an instance from it; prints {"snapshot", "image",
+        "instance", "volume_blocks"} as JSON. --network runs it in a subnet of a new VPC, with
+        a security group of its own, a key pair and an IAM instance profile (over a role);
+        their ids are in the JSON too: "subnet", "security_group", "key_name", "profile_arn"
+    tool.py snapshot-volume INSTANCE   CreateSnapshot of the instance's root volume (as it is
+        now, see edit-volume), waited for until completed; prints its id
     tool.py edit-volume INSTANCE IMAGE PATH TEXT…   the instance's root volume becomes IMAGE with
         its own file and each guest PATH holding TEXT (pairs); prints the blocks that differ
     tool.py apply SNAPSHOT OUT         the blocks of SNAPSHOT that differ from the snapshot OUT
@@ -299,8 +303,37 @@ def deploy_env(path):
     print(json.dumps({"docs": docs, "env": sorted(names), "commands": commands}))
 
 
-def seed(path, encrypted=False, data_volume=False, variant=None, instance_type="m1.large", kms_key=None):
+def network(ec2):
+    """A subnet, a security group, a key pair and an instance profile to launch into."""
+    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.7.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="web", Description="web servers", VpcId=vpc)["GroupId"]
+    key = ec2.create_key_pair(KeyName="ops-key")["KeyName"]
+    iam = boto3.client("iam")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    iam.create_role(RoleName="web-role", AssumeRolePolicyDocument=json.dumps(trust))
+    profile = iam.create_instance_profile(InstanceProfileName="web-profile")["InstanceProfile"]["Arn"]
+    iam.add_role_to_instance_profile(InstanceProfileName="web-profile", RoleName="web-role")
+    return {"subnet": subnet, "security_group": group, "key_name": key, "profile_arn": profile}
+
+
+def snapshot_volume(inst):
+    ec2, _ = clients()
+    vol, _ = _root_volume(ec2, inst)
+    snap = ec2.create_snapshot(VolumeId=vol, Description=f"a snapshot of {inst}'s root")["SnapshotId"]
+    wait_snapshot(ec2, snap)
+    print(snap)
+
+
+def seed(path, encrypted=False, data_volume=False, variant=None, instance_type="m1.large", kms_key=None,
+         with_network=False):
     ec2, ebs = clients()
+    net = network(ec2) if with_network else {}
+    placed = {}
+    if net:
+        placed = {"SubnetId": net["subnet"], "SecurityGroupIds": [net["security_group"]], "KeyName": net["key_name"],
+                  "IamInstanceProfile": {"Arn": net["profile_arn"]}}
     start = {"Encrypted": True} if encrypted or kms_key else {}
     if kms_key:
         start["KmsKeyArn"] = kms_key
@@ -319,11 +352,11 @@ def seed(path, encrypted=False, data_volume=False, variant=None, instance_type="
     wait_image(ec2, image)
     inst = ec2.run_instances(
         ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type,
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}], **placed,
     )["Instances"][0]["InstanceId"]
     wait_running(ec2, [inst])
     own = own_volumes(ec2, ebs, path, [inst])[inst]
-    print(json.dumps({"snapshot": snap, "image": image, "instance": inst, "volume_blocks": own}))
+    print(json.dumps({"snapshot": snap, "image": image, "instance": inst, "volume_blocks": own, **net}))
 
 
 VARIANTS = {
@@ -438,7 +471,9 @@ if __name__ == "__main__":
         variant = args[args.index("--variant") + 1] if "--variant" in args else None
         ty = args[args.index("--instance-type") + 1] if "--instance-type" in args else "m1.large"
         key = args[args.index("--kms-key") + 1] if "--kms-key" in args else None
-        seed(args[0], "--encrypted" in args, "--data-volume" in args, variant, ty, key)
+        seed(args[0], "--encrypted" in args, "--data-volume" in args, variant, ty, key, "--network" in args)
+    elif cmd == "snapshot-volume":
+        snapshot_volume(args[0])
     elif cmd == "download":
         download(args[0], args[1])
     elif cmd == "changed":

@@ -558,8 +558,8 @@ fn build_root(
             return Err(MigrateError::Refused {
                 source_id: o.source.clone(),
                 reason: format!(
-                    "--layout {:?} needs {} MiB free in {} (found {} MiB)",
-                    o.spec.layout,
+                    "--layout {} needs {} MiB free in {} (found {} MiB)",
+                    format!("{:?}", o.spec.layout).to_lowercase(),
                     need >> 20,
                     o.work_dir.display(),
                     free >> 20

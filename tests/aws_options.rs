@@ -17,7 +17,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::moto::{Moto, tag};
 use common::*;
@@ -176,7 +176,8 @@ fn an_instance_migration_honours_its_options_and_cleanup_removes_exactly_what_it
 
 #[test]
 fn plans_read_the_newest_or_a_fresh_snapshot_and_mbr_needs_room_in_the_work_dir() {
-    let m = Moto::start();
+    // Registration is slowed, so that the last part can kill a run while it registers.
+    let m = Moto::start_with(&[("PV2HVM_MOTO_REGISTER_DELAY", "3")]);
     let dir = tempfile::tempdir().unwrap();
     let fixture = fixture_cloud();
     let seeded = m.tool_json(&["seed", fixture.to_str().unwrap()]);
@@ -241,4 +242,32 @@ fn plans_read_the_newest_or_a_fresh_snapshot_and_mbr_needs_room_in_the_work_dir(
         "{err}"
     );
     assert_eq!(m.tool_json(&["state"]), before, "nothing was created");
+
+    // --keep-temp across a kill: a run killed (-9) while it registers its AMI, run again, finds
+    // the AMI and does not convert again, and still keeps the snapshot the AMI was read from.
+    let args = ["migrate", inst, "--keep-temp", "--yes", "-q", "--format", "json", "--work-dir", work];
+    let registers = m.calls("register");
+    let mut child = m.pv2hvm().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while m.calls("register") == registers {
+        assert!(t.elapsed() < std::time::Duration::from_secs(300), "no RegisterImage");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it registered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let temporary: Vec<String> = m.tool_json(&["state"])["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| tag(x, "pv2hvm:role") == Some("temporary") && tag(x, "pv2hvm:source") == Some(inst))
+        .map(|x| s(x, "SnapshotId").to_string())
+        .collect();
+    assert_eq!(temporary.len(), 1, "the killed run's snapshot of the volume: {temporary:?}");
+    let out = run_ok(m.pv2hvm().args(args));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "resumed", "{r}");
+    let state = m.tool_json(&["state"]);
+    let kept = state["snapshots"].as_array().unwrap().iter().find(|x| x["SnapshotId"] == temporary[0].as_str());
+    assert_eq!(kept.and_then(|k| tag(k, "pv2hvm:role")), Some("kept"), "{r}");
 }

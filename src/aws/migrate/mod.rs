@@ -377,9 +377,17 @@ fn stages(
     // Every snapshot of this work the AMI does not use: this run's temporaries, and whatever
     // runs that died left.
     obs.stage_started(Stage::Cleanup);
-    for s in resume::leftovers(aws, &o.source, hash, &image)? {
-        let temporary = tags::get(&s.tags, tags::ROLE) == Some(Role::Temporary.as_str());
-        if o.keep_temp && temporary && report.source_snapshot.as_deref() == Some(s.id.as_str()) {
+    let leftovers = resume::leftovers(aws, &o.source, hash, &image)?;
+    let is_temporary = |s: &ec2::SnapshotInfo| tags::get(&s.tags, tags::ROLE) == Some(Role::Temporary.as_str());
+    // --keep-temp keeps the snapshot the AMI was read from: this run's, or, when this run found
+    // the AMI or its root already made, the newest temporary one of the work (a resumed run
+    // reads that one again rather than taking another).
+    let keep = report.source_snapshot.clone().or_else(|| {
+        leftovers.iter().filter(|s| is_temporary(s)).max_by_key(|s| (s.started, s.id.clone())).map(|s| s.id.clone())
+    });
+    for s in leftovers {
+        let temporary = is_temporary(&s);
+        if o.keep_temp && temporary && keep.as_deref() == Some(s.id.as_str()) {
             ec2::create_tags(aws, &aws.ec2, &s.id, &[(tags::ROLE.into(), Role::Kept.as_str().into())])?;
             report.notes.push(format!(
                 "kept the temporary snapshot {} (--keep-temp; tagged {}=kept)",

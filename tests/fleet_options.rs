@@ -7,7 +7,7 @@
 //! - `fleet run --per-region N` never has more than N migrations at once in a region, and does
 //!   reach N, while `--concurrency` is larger (the timed calls of the strict log);
 //! - `--fail-fast` stops at the first failure worth a retry and leaves the rest pending; run
-//!   again, the rest migrate, and a source whose volume drifted from the saved `--plan` is
+//!   again without it, a failure worth a retry stops nothing and the rest migrate, and a source whose volume drifted from the saved `--plan` is
 //!   refused with its reason, nothing made for it (exit 9);
 //! - `--copy-to-regions --launch --stop --keep-temp`: the copies, the stopped replacements, the
 //!   source stopped before its snapshot and started again, the kept snapshots, and a status
@@ -247,11 +247,23 @@ fn fail_fast_leaves_the_rest_pending_and_a_drifted_source_is_refused_while_the_o
     // The second source's volume changes since the plan, in a file the plan edits.
     let fstab = guest_cat(&fixture_cloud().display().to_string(), "/etc/fstab") + "# edited on the instance\n";
     m.tool(&["edit-volume", &drifted, fixture_cloud().to_str().unwrap(), "/etc/fstab", &fstab]);
-    // Again, without --fail-fast: the failed one goes on, the drifted one is refused (not
-    // worth a retry: exit 9), the others migrate.
+    // Again, without --fail-fast, and the first RegisterImage of this run refused again: that
+    // source fails (worth a retry: exit 10) and the run goes on with the others; the drifted
+    // one is refused.
+    m.inject("RegisterImage=1:denied");
+    let out = fleet_run(&m, dir.path(), &journal, &[&plan_arg[..], &["--concurrency", "2"]].concat()).output().unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("2 done, 2 failed this run"), "{}", stdout(&out));
+    let e = entries(&status(&m, &journal));
+    let denied: Vec<&String> =
+        order.iter().filter(|s| e[*s]["error"].as_str().is_some_and(|x| x.contains("not authorized"))).collect();
+    assert_eq!(denied.len(), 1, "{e:?}");
+    assert_ne!(denied[0], &drifted);
+    // Once more, with nothing refused by the server: the drifted one is refused again (not
+    // worth a retry: exit 9), and every other source is done.
+    m.inject("");
     let out = fleet_run(&m, dir.path(), &journal, &[&plan_arg[..], &["--concurrency", "2"]].concat()).output().unwrap();
     assert_eq!(out.status.code(), Some(9), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("3 done, 1 failed this run"), "{}", stdout(&out));
     let e = entries(&status(&m, &journal));
     let error = e[&drifted]["error"].as_str().unwrap_or_default();
     assert_eq!(e[&drifted]["status"], "failed", "{:?}", e[&drifted]);

@@ -11,7 +11,9 @@
 //!   deregisters its AMIs, and leaves other runs' work alone;
 //! - `plan i-…` reads the newest completed snapshot of the root volume, and `--snapshot-now` a
 //!   fresh one, deleted again;
-//! - `--layout mbr` refuses a `--work-dir` without room for the staging image.
+//! - `--layout mbr` refuses a `--work-dir` without room for the staging image;
+//! - `--keep-temp` still keeps the source snapshot when a run killed while registering is
+//!   resumed.
 //!
 //! Two tests, one server each, each going through its steps on one seeded account.
 

@@ -7,8 +7,8 @@
 //! - `fleet run --per-region N` never has more than N migrations at once in a region, and does
 //!   reach N, while `--concurrency` is larger (the timed calls of the strict log);
 //! - `--fail-fast` stops at the first failure worth a retry and leaves the rest pending; run
-//!   again without it, a failure worth a retry stops nothing and the rest migrate, and a source whose volume drifted from the saved `--plan` is
-//!   refused with its reason, nothing made for it (exit 9);
+//!   again without it, such a failure stops nothing and the rest migrate, and a source whose
+//!   volume drifted from the saved `--plan` is refused with its reason, nothing made for it;
 //! - `--copy-to-regions --launch --stop --keep-temp`: the copies, the stopped replacements, the
 //!   source stopped before its snapshot and started again, the kept snapshots, and a status
 //!   that names what AWS holds.

@@ -474,6 +474,10 @@ fn killed_runs_resume_from_their_last_stage_with_or_without_the_journal() {
                 p => m.calls("put") >= puts + p.split(' ').nth(1).unwrap().parse::<usize>().unwrap(),
             });
             eprintln!("{target}: killed {point} after {ran:?}");
+            // A root whose CompleteSnapshot went out just before the kill settles as completed
+            // a moment later (strict S5) and is then to be registered, not removed: let
+            // everything settle before telling finished roots from unfinished ones.
+            std::thread::sleep(Duration::from_millis(1500));
             let state = m.tool_json(&["state"]);
             for (src, snaps) in work_snapshots(&state, "root") {
                 for (id, st) in snaps.into_iter().filter(|(id, _)| !earlier.contains(id)) {

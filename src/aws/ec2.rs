@@ -304,22 +304,33 @@ pub fn find_snapshots_in(
     client: &aws_sdk_ec2::Client,
     filters: Vec<Filter>,
 ) -> Result<Vec<SnapshotInfo>, AwsError> {
-    let mut out = Vec::new();
-    let mut next = None;
-    loop {
+    every_page(|next| {
         let page = aws
             .block_on(
                 client
                     .describe_snapshots()
                     .owner_ids("self")
                     .set_filters(Some(filters.clone()))
-                    .set_next_token(next.take())
+                    .set_next_token(next)
                     .send(),
             )
             .map_err(|e| AwsError::call("listing snapshots", e))?;
-        out.extend(page.snapshots().iter().map(snapshot_info));
-        match page.next_token() {
-            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+        Ok((page.snapshots().iter().map(snapshot_info).collect(), page.next_token().map(str::to_string)))
+    })
+}
+
+/// Calls `page` with each NextToken (none at first) until a page comes without one, and
+/// returns the items of every page.
+fn every_page<T>(
+    mut page: impl FnMut(Option<String>) -> Result<(Vec<T>, Option<String>), AwsError>,
+) -> Result<Vec<T>, AwsError> {
+    let mut out = Vec::new();
+    let mut next = None;
+    loop {
+        let (items, token) = page(next.take())?;
+        out.extend(items);
+        match token {
+            Some(t) if !t.is_empty() => next = Some(t),
             _ => return Ok(out),
         }
     }
@@ -327,9 +338,7 @@ pub fn find_snapshots_in(
 
 /// This account's AMIs matching `filters`, in `client`'s region, every page.
 pub fn find_images(aws: &Aws, client: &aws_sdk_ec2::Client, filters: Vec<Filter>) -> Result<Vec<ImageInfo>, AwsError> {
-    let mut out = Vec::new();
-    let mut next = None;
-    loop {
+    every_page(|next| {
         let page = aws
             .block_on(
                 client
@@ -337,16 +346,12 @@ pub fn find_images(aws: &Aws, client: &aws_sdk_ec2::Client, filters: Vec<Filter>
                     .owners("self")
                     .set_filters(Some(filters.clone()))
                     .max_results(1000)
-                    .set_next_token(next.take())
+                    .set_next_token(next)
                     .send(),
             )
             .map_err(|e| AwsError::call("listing AMIs", e))?;
-        out.extend(page.images().iter().map(image_summary));
-        match page.next_token() {
-            Some(t) if !t.is_empty() => next = Some(t.to_string()),
-            _ => return Ok(out),
-        }
-    }
+        Ok((page.images().iter().map(image_summary).collect(), page.next_token().map(str::to_string)))
+    })
 }
 
 fn image_summary(i: &aws_sdk_ec2::types::Image) -> ImageInfo {
@@ -627,30 +632,26 @@ pub fn delete_tag(aws: &Aws, id: &str, key: &str) -> Result<(), AwsError> {
 
 /// Instances matching `filters` that are not terminated (or shutting down): (id, state).
 pub fn find_instances(aws: &Aws, filters: Vec<Filter>) -> Result<Vec<(String, String)>, AwsError> {
-    let mut out = Vec::new();
-    let mut next = None;
-    loop {
+    every_page(|next| {
         let page = aws
             .block_on(
                 aws.ec2
                     .describe_instances()
                     .set_filters(Some(filters.clone()))
                     .max_results(1000)
-                    .set_next_token(next.take())
+                    .set_next_token(next)
                     .send(),
             )
             .map_err(|e| AwsError::call("listing instances", e))?;
+        let mut live = Vec::new();
         for i in page.reservations().iter().flat_map(|r| r.instances()) {
             let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default();
             if let (Some(id), false) = (i.instance_id(), matches!(state.as_str(), "terminated" | "shutting-down")) {
-                out.push((id.to_string(), state));
+                live.push((id.to_string(), state));
             }
         }
-        match page.next_token() {
-            Some(t) if !t.is_empty() => next = Some(t.to_string()),
-            _ => return Ok(out),
-        }
-    }
+        Ok((live, page.next_token().map(str::to_string)))
+    })
 }
 
 /// An idempotency token (ClientToken) for one call of one run on one source: the same

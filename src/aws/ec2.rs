@@ -320,16 +320,20 @@ pub fn find_snapshots_in(
 }
 
 /// Calls `page` with each NextToken (none at first) until a page comes without one, and
-/// returns the items of every page.
+/// returns the items of every page. A token given back as it was sent is an error, not a loop.
 fn every_page<T>(
     mut page: impl FnMut(Option<String>) -> Result<(Vec<T>, Option<String>), AwsError>,
 ) -> Result<Vec<T>, AwsError> {
     let mut out = Vec::new();
-    let mut next = None;
+    let mut next: Option<String> = None;
     loop {
+        let sent = next.clone();
         let (items, token) = page(next.take())?;
         out.extend(items);
         match token {
+            Some(t) if !t.is_empty() && sent.as_deref() == Some(t.as_str()) => {
+                return Err(AwsError::Other(format!("an EC2 listing gave back the NextToken it was sent ({t})")));
+            }
             Some(t) if !t.is_empty() => next = Some(t),
             _ => return Ok(out),
         }
@@ -719,4 +723,30 @@ pub fn launch(
         aws.ec2.stop_instances().instance_ids(&id).send()
     }))?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_follows_tokens_to_the_end_and_refuses_a_repeated_one() {
+        let pages = [(vec![1], Some("a")), (vec![], Some("b")), (vec![2, 3], None)];
+        let mut calls = Vec::new();
+        let got = every_page(|next| {
+            calls.push(next.clone());
+            let (items, token) = pages[calls.len() - 1].clone();
+            Ok((items, token.map(str::to_string)))
+        })
+        .unwrap();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(calls, [None, Some("a".to_string()), Some("b".to_string())]);
+        let mut n = 0;
+        let stuck = every_page(|_| {
+            n += 1;
+            assert!(n < 5, "looped");
+            Ok((Vec::<u8>::new(), Some("same".to_string())))
+        });
+        assert!(stuck.is_err());
+    }
 }

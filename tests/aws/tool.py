@@ -31,8 +31,8 @@
     tool.py fake-fleet REGION PV HVM   in REGION: a PV and an HVM AMI over an empty snapshot,
         PV and HVM instances of them; prints {"pv", "hvm", "pv_image", "hvm_image"}
     tool.py bulk REGION PV IMAGES      in REGION, quickly: PV instances (in reservations of 250)
-        and IMAGES PV AMIs over an empty snapshot, with 3 HVM instances and an HVM AMI between
-        them; prints {"pv", "pv_images"}
+        and IMAGES PV AMIs over an empty snapshot, with an HVM AMI and an HVM instance after
+        each reservation; prints {"pv", "pv_images", "hvm"}
     tool.py deploy-env FILE            the env variable names a Kubernetes or Batch file sets,
         and the command it runs, as JSON (the file parsed as YAML or JSON)
 
@@ -269,13 +269,14 @@ def bulk(region, pv, images):
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"]
     wait_image(ec2, pv_images[0])
     wait_image(ec2, hvm_image)
-    ids = []
+    ids, hvm = [], []
     while len(ids) < pv:
         n = min(250, pv - len(ids))
         ids += [i["InstanceId"] for i in ec2.run_instances(
             ImageId=pv_images[0], MinCount=n, MaxCount=n, InstanceType="m1.small")["Instances"]]
-        ec2.run_instances(ImageId=hvm_image, MinCount=1, MaxCount=1, InstanceType="m5.large")  # one per batch
-    print(json.dumps({"pv": ids, "pv_images": pv_images}))
+        hvm += [i["InstanceId"] for i in ec2.run_instances(
+            ImageId=hvm_image, MinCount=1, MaxCount=1, InstanceType="m5.large")["Instances"]]
+    print(json.dumps({"pv": ids, "pv_images": pv_images, "hvm": hvm}))
 
 
 def deploy_env(path):
